@@ -1,0 +1,53 @@
+"""Check hand-written backward passes against autograd, tensor by tensor.
+
+The package is imported by its pytest plugin in every pytest run where it is
+installed, so nothing here imports torch until a name that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from gradcheck_kit._version import __version__
+
+if TYPE_CHECKING:
+    from gradcheck_kit.compare import Comparison, assert_grad_close, cmp, compare
+    from gradcheck_kit.recorder import Recording, record
+    from gradcheck_kit.report import Report, compare_grads
+
+__all__ = [
+    "Comparison",
+    "Recording",
+    "Report",
+    "__version__",
+    "assert_grad_close",
+    "cmp",
+    "compare",
+    "compare_grads",
+    "record",
+]
+
+_LAZY = {
+    "Comparison": "gradcheck_kit.compare",
+    "assert_grad_close": "gradcheck_kit.compare",
+    "cmp": "gradcheck_kit.compare",
+    "compare": "gradcheck_kit.compare",
+    "Recording": "gradcheck_kit.recorder",
+    "record": "gradcheck_kit.recorder",
+    "Report": "gradcheck_kit.report",
+    "compare_grads": "gradcheck_kit.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gradcheck_kit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
