@@ -1,0 +1,28 @@
+"""Exercise 2: the cross-entropy backward pass in one go, graded on every device and at other shapes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+
+from gradcheck_kit.makemore import Config
+from gradcheck_kit.strategies import GRADING_SETTINGS, configs
+
+
+def test_notebook_shapes(device, grader, gradcheck):
+    result = grader.grade("ex2", Config(device=device))
+    gradcheck.check(result.report, table=f"{result.exercise.title} [{device}]")
+
+
+def test_other_shapes(device, grader, gradcheck):
+    """It also matches at other batch, vocabulary and layer sizes (nothing hard-coded)."""
+    base = grader.grade("ex2", Config(device=device))
+    if not base.outcome.ok:
+        gradcheck.check(base.report, table=f"{base.exercise.title} [{device}]", record=False)
+
+    @GRADING_SETTINGS
+    @given(config=configs(device))
+    def matches(config):
+        result = grader.grade("ex2", config)
+        gradcheck.check(result.report, table=f"{result.exercise.title}, n={config.n} [{device}]", record=False)
+
+    matches()

@@ -1,0 +1,281 @@
+"""The backprop exercises: what each asks for, how it is run, and how its answer is graded.
+
+A :class:`Grader` runs a student's implementation folder (files named as in
+``exercises/``) in a :class:`~gradcheck_kit.sandbox.Sandbox` and turns each
+answer into report rows. The pytest files in ``exercises/`` are thin: they ask
+the grader for rows and hand them to the plugin's ``gradcheck`` fixture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gradcheck_kit.diagnosis import Mistake
+from gradcheck_kit.grading import grade_gradient, grade_steps, row_for_error
+from gradcheck_kit.makemore import Config, Forward, build
+from gradcheck_kit.report import ERROR, NOT_STARTED, Report, Row
+from gradcheck_kit.sandbox import Outcome, ReturnedTensor, Sandbox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["EXERCISES", "Exercise", "Grader", "Hints"]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the file and function a student writes, and the title of its table."""
+
+    key: str
+    file: str
+    function: str
+    title: str
+
+
+EXERCISES: dict[str, Exercise] = {
+    e.key: e
+    for e in (
+        Exercise("ex1", "ex1_chunked_backward.py", "chunked_backward", "exercise 1: chunked backward"),
+        Exercise("ex2", "ex2_cross_entropy.py", "cross_entropy_backward", "exercise 2: cross-entropy backward"),
+        Exercise("ex3", "ex3_batchnorm.py", "batchnorm_backward", "exercise 3: batchnorm backward"),
+        Exercise("ex4", "ex4_embedding.py", "embedding_backward", "exercise 4: embedding backward"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Hints:
+    """The hints of ``exercises/hints.toml``: per exercise, per tensor of exercise 1, per mistake."""
+
+    exercise: Mapping[str, str] = field(default_factory=dict)
+    tensors: Mapping[str, str] = field(default_factory=dict)
+    mistakes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Hints:
+        path = Path(path)
+        if not path.is_file():
+            return cls()
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            exercise={k: v["hint"] for k, v in data.items() if isinstance(v, dict) and "hint" in v},
+            tensors=data.get("ex1", {}).get("tensors", {}),
+            mistakes=data.get("mistakes", {}),
+        )
+
+    def mistake(self, key: str, fallback: str) -> str:
+        return self.mistakes.get(key, fallback)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What grading one exercise on one configuration produced."""
+
+    exercise: Exercise
+    config: Config
+    outcome: Outcome
+    report: Report
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
+
+    def row(self, name: str) -> Row:
+        return self.report[name]
+
+
+class Grader:
+    """Grades one implementation folder, caching each exercise's result per configuration.
+
+    Args:
+        impl_dir: the folder with the student's ``ex*.py`` files.
+        sandbox: runs the student's functions.
+        hints: the hints to show with wrong answers.
+    """
+
+    def __init__(self, impl_dir: str | Path, sandbox: Sandbox, hints: Hints | None = None) -> None:
+        self.impl_dir = Path(impl_dir)
+        self.sandbox = sandbox
+        self.hints = hints or Hints()
+        self._cache: dict[tuple[str, Config], Result] = {}
+        self._forwards: dict[Config, Forward] = {}
+
+    def forward(self, config: Config) -> Forward:
+        if config not in self._forwards:
+            self._forwards[config] = build(config)
+        return self._forwards[config]
+
+    def grade(self, key: str, config: Config | None = None) -> Result:
+        """Run and grade exercise ``key`` ("ex1" ... "ex4") at ``config`` (default: the notebook's)."""
+        config = config or Config()
+        if (key, config) not in self._cache:
+            grade = _chunked if key == "ex1" else _fused
+            self._cache[(key, config)] = grade(self, EXERCISES[key], config)
+        return self._cache[(key, config)]
+
+    def run(self, exercise: Exercise, config: Config, *args: Any) -> Outcome:
+        path = self.impl_dir / exercise.file
+        if not path.is_file():
+            return Outcome(
+                "import_error",
+                message=f"there is no {exercise.file} in {self.impl_dir}: the file names must be those of exercises/",
+            )
+        outcome = self.sandbox.call(path, exercise.function, *args, device=config.device)
+        return replace(outcome, value=_restore(outcome.value)) if outcome.ok else outcome
+
+
+def _restore(value: Any) -> Any:
+    """Put each returned tensor back on the device the student's function returned it on."""
+    if isinstance(value, ReturnedTensor):
+        return value.tensor.to(value.info.device)
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_restore(v) for v in value)
+    return value
+
+
+def describe(outcome: Outcome) -> str:
+    """What went wrong with a call, in one paragraph, with what the call printed."""
+    text = outcome.message
+    if outcome.status == "not_started":
+        text = f"not started ({outcome.message})" if outcome.message else "not started"
+    if outcome.stdout.strip():
+        printed = outcome.stdout.strip().splitlines()[-5:]
+        text += " | your code printed: " + " / ".join(printed)
+    return text
+
+
+def _failure_report(exercise: Exercise, outcome: Outcome, reference: Mapping[str, torch.Tensor]) -> Report:
+    verdict = NOT_STARTED if outcome.status == "not_started" else ERROR
+    message = describe(outcome)
+    return Report(exercise.title, tuple(row_for_error(name, ref, verdict, message) for name, ref in reference.items()))
+
+
+def _chunked(grader: Grader, exercise: Exercise, config: Config) -> Result:
+    fwd = grader.forward(config)
+    reference = fwd.reference_grads
+    outcome = grader.run(exercise, config, fwd.student_view())
+    if not outcome.ok:
+        return Result(exercise, config, outcome, _failure_report(exercise, outcome, reference))
+    value = outcome.value
+    if not isinstance(value, Mapping):
+        failed = replace(
+            outcome,
+            status="error",
+            message=(
+                f"{exercise.function} must return a dict of gradients keyed by name "
+                f"({{'logprobs': dlogprobs, ...}}), got {type(value).__name__}"
+            ),
+        )
+        return Result(exercise, config, failed, _failure_report(exercise, failed, reference))
+    student = {str(k): v for k, v in value.items()}
+    unknown = tuple(k for k in student if k not in reference)
+    demb = student.get("emb")
+    if not (isinstance(demb, torch.Tensor) and demb.shape == fwd.emb.shape):
+        demb = reference["emb"]
+    mistakes = {"C": [_overwrite_mistake(grader.hints, demb, fwd.Xb, config.vocab_size)]}
+    rows = grade_steps(
+        student, fwd.recording, fwd.loss, reference, n=config.n, hints=grader.hints.tensors, mistakes=mistakes
+    )
+    rows = [_suggest_key(row, unknown) for row in rows]
+    return Result(exercise, config, outcome, Report(exercise.title, tuple(rows), unknown))
+
+
+def _suggest_key(row: Row, unknown: tuple[str, ...]) -> Row:
+    if row.verdict != NOT_STARTED or not unknown:
+        return row
+    match = difflib.get_close_matches(row.name, unknown, n=1)
+    if not match:
+        return row
+    return replace(row, verdict="wrong", note=f"returned under the key {match[0]!r}: did you mean {row.name!r}?")
+
+
+def _fused(grader: Grader, exercise: Exercise, config: Config) -> Result:
+    fwd = grader.forward(config)
+    inputs, expected, mistakes = _FUSED[exercise.key](fwd, grader.hints)
+    outcome = grader.run(exercise, config, *inputs)
+    name = "d" + {"ex2": "logits", "ex3": "hprebn", "ex4": "C"}[exercise.key]
+    if not outcome.ok:
+        report = _failure_report(exercise, outcome, {name: expected})
+    else:
+        hint = grader.hints.exercise.get(exercise.key, "")
+        row = grade_gradient(name, outcome.value, expected, n=config.n, mistakes=mistakes, hint=hint)
+        report = Report(exercise.title, (row,))
+    return Result(exercise, config, outcome, report)
+
+
+_Inputs = tuple[tuple[Any, ...], torch.Tensor, list[Mistake]]
+
+
+def _cross_entropy_inputs(fwd: Forward, hints: Hints) -> _Inputs:
+    logits, Yb, n = fwd.logits.detach(), fwd.Yb, fwd.n
+    onehot = F.one_hot(Yb, logits.shape[1]).to(logits.dtype)
+    expected = fwd.reference_grads["logits"]
+    mistakes = [
+        Mistake("softmax-only", hints.mistake("softmax-only", "the one-hot label term is missing"),
+                lambda: F.softmax(logits, 1) / n),
+        Mistake("log-softmax", hints.mistake("log-softmax", "log_softmax used instead of softmax"),
+                lambda: (F.log_softmax(logits, 1) - onehot) / n),
+    ]  # fmt: skip
+    return (logits.clone(), Yb.clone()), expected, mistakes
+
+
+def _batchnorm_inputs(fwd: Forward, hints: Hints) -> _Inputs:
+    grads = fwd.recording.grads(fwd.loss)
+    dhpreact = grads["hpreact"]
+    assert dhpreact is not None
+    bngain, bnraw, bnvar_inv, n = fwd.bngain.detach(), fwd.bnraw.detach(), fwd.bnvar_inv.detach(), fwd.n
+    d, x = dhpreact, bnraw
+    mean_term, var_term = d.sum(0, keepdim=True), x * (d * x).sum(0, keepdim=True)
+
+    mistakes = [
+        Mistake("biased-variance", hints.mistake("biased-variance", "biased variance"),
+                lambda: bngain * bnvar_inv / n * (n * d - mean_term - var_term)),
+        Mistake("no-mean-term", hints.mistake("no-mean-term", "mean term missing"),
+                lambda: bngain * bnvar_inv / n * (n * d - n / (n - 1) * var_term)),
+        Mistake("no-variance-term", hints.mistake("no-variance-term", "variance term missing"),
+                lambda: bngain * bnvar_inv / n * (n * d - mean_term)),
+        Mistake("no-gain", hints.mistake("no-gain", "bngain missing"),
+                lambda: bnvar_inv / n * (n * d - mean_term - n / (n - 1) * var_term)),
+    ]  # fmt: skip
+    expected = grads["hprebn"]
+    assert expected is not None
+    return (dhpreact.clone(), bngain.clone(), bnraw.clone(), bnvar_inv.clone()), expected, mistakes
+
+
+def _overwrite_mistake(hints: Hints, demb: torch.Tensor, Xb: torch.Tensor, num_embeddings: int) -> Mistake:
+    def overwrite() -> torch.Tensor:
+        dC = torch.zeros(num_embeddings, demb.shape[-1], dtype=demb.dtype, device=demb.device)
+        for k in range(Xb.shape[0]):
+            for j in range(Xb.shape[1]):
+                dC[Xb[k, j]] = demb[k, j]
+        return dC
+
+    return Mistake("overwrite", hints.mistake("overwrite", "repeated indices were overwritten"), overwrite)
+
+
+def _embedding_inputs(fwd: Forward, hints: Hints) -> _Inputs:
+    grads = fwd.recording.grads(fwd.loss)
+    demb, expected = grads["emb"], grads["C"]
+    assert demb is not None and expected is not None
+    vocab = fwd.config.vocab_size
+    mistakes = [_overwrite_mistake(hints, demb, fwd.Xb, vocab)]
+    return (demb.clone(), fwd.Xb.clone(), vocab), expected, mistakes
+
+
+_FUSED: dict[str, Callable[[Forward, Hints], _Inputs]] = {
+    "ex2": _cross_entropy_inputs,
+    "ex3": _batchnorm_inputs,
+    "ex4": _embedding_inputs,
+}

@@ -1,0 +1,203 @@
+"""Grade hand-written gradients against a recorded forward pass, one backward step at a time.
+
+Two questions are asked of every gradient:
+
+1. Does it match autograd's total gradient? Then it passes.
+2. If not, is the student's *own step* right? The step is replayed from the
+   recording (the local vector-Jacobian product of every tensor that uses this
+   one) on the student's own upstream gradients. When that matches, the error
+   was made further up, the tensor passes as "inherited", and only the first
+   wrong step costs points: no double penalty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+
+from gradcheck_kit.compare import Comparison, compare
+from gradcheck_kit.diagnosis import Mistake, diagnose
+from gradcheck_kit.recorder import Recording
+from gradcheck_kit.report import ERROR, EXACT, INHERITED, NOT_STARTED, OK, WRONG, Row
+
+__all__ = ["TOLERANCES", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error"]
+
+#: Per dtype: (rtol, atol relative to the reference's largest magnitude).
+#: Right answers written differently differ from autograd by rounding (about
+#: 1e-7 of the scale in float32); the common mistakes are off by 1/n, n/(n-1) or
+#: a whole term, orders of magnitude beyond these.
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (5e-2, 1e-2),
+    torch.float32: (1e-4, 1e-5),
+    torch.float64: (1e-9, 1e-11),
+}
+
+_SHAPE_LIKE = ("type", "shape", "dtype", "device", "nonfinite")
+
+
+def grading_tolerances(expected: torch.Tensor, scale: float = 0.0) -> tuple[float, float]:
+    """The ``(rtol, atol)`` a gradient is graded with, by dtype and relative to its scale.
+
+    Args:
+        expected: the reference gradient.
+        scale: a magnitude the gradient is computed from, when larger than its own. A
+            gradient that is a sum of terms that cancel (``db1`` through a batchnorm is
+            analytically zero) is rounding noise; it is judged against the size of the
+            terms, not of the noise.
+    """
+    rtol, atol_scale = TOLERANCES.get(expected.dtype, (0.0, 0.0))
+    own = expected.detach().abs().max().item() if expected.numel() else 0.0
+    tiny = torch.finfo(expected.dtype).tiny if expected.is_floating_point() else 1.0
+    return rtol, atol_scale * max(own, scale, tiny)
+
+
+def graded_compare(name: str, actual: object, expected: torch.Tensor, scale: float = 0.0) -> Comparison:
+    rtol, atol = grading_tolerances(expected, scale)
+    return compare(name, actual, expected, rtol=rtol, atol=atol)
+
+
+def _scale(tensors: Iterable[torch.Tensor]) -> float:
+    return max((t.detach().abs().max().item() for t in tensors if t.numel()), default=0.0)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def grade_gradient(
+    name: str,
+    actual: object,
+    expected: torch.Tensor,
+    *,
+    n: int | None = None,
+    mistakes: Sequence[Mistake] = (),
+    hint: str = "",
+) -> Row:
+    """Grade a single gradient (exercises 2-4): verdict, and a diagnosis when it is wrong."""
+    c = graded_compare(name, actual, expected)
+    return _verdict(c, actual, expected, n=n, mistakes=mistakes, hint=hint)
+
+
+def _verdict(
+    c: Comparison,
+    actual: object,
+    expected: torch.Tensor,
+    *,
+    n: int | None,
+    mistakes: Sequence[Mistake] = (),
+    branches: Mapping[str, torch.Tensor] | None = None,
+    hint: str = "",
+) -> Row:
+    if c.problem == "missing":
+        return Row(c, NOT_STARTED, "not started: no gradient returned yet")
+    if c.approximate:
+        return Row(c, EXACT if c.exact else OK)
+    if c.problem in _SHAPE_LIKE:
+        found = diagnose(actual, expected, n=n) if c.problem == "shape" else None
+        return Row(c, WRONG, found or " ".join(c.message.split("\n")))
+    found = diagnose(actual, expected, n=n, mistakes=mistakes, branches=branches)
+    return Row(c, WRONG, _join(found or "", hint) or _first_line(c.message))
+
+
+def _join(*parts: str) -> str:
+    return " — ".join(p for p in parts if p)
+
+
+def _usable(value: object, like: torch.Tensor) -> torch.Tensor | None:
+    """The student's gradient as an upstream for the next step, when it can serve as one."""
+    if not isinstance(value, torch.Tensor) or value.shape != like.shape or not value.is_floating_point():
+        return None
+    value = value.detach().to(device=like.device, dtype=like.dtype)
+    return value if bool(torch.isfinite(value).all()) else None
+
+
+def grade_steps(
+    student: Mapping[str, object],
+    recording: Recording,
+    loss: torch.Tensor,
+    reference: Mapping[str, torch.Tensor],
+    *,
+    n: int | None = None,
+    hints: Mapping[str, str] | None = None,
+    mistakes: Mapping[str, Sequence[Mistake]] | None = None,
+) -> list[Row]:
+    """Grade every gradient in ``reference`` (in its order) with the no-double-penalty rule.
+
+    Args:
+        student: the student's gradients by name; missing or None means not started.
+        recording: the recorded forward pass the references come from.
+        loss: the recorded scalar the gradients are of.
+        reference: autograd's gradients by name, in backward order.
+        n: the batch size, to name factors such as 1/n in diagnoses.
+        hints: a hint per tensor name, shown when that tensor's own step is wrong.
+        mistakes: known wrong variants per tensor name, tried first when diagnosing.
+
+    Returns:
+        One :class:`Row` per name in ``reference``.
+    """
+    hints = hints or {}
+    mistakes = mistakes or {}
+    every = recording.grads(loss)
+    upstream: dict[str, torch.Tensor] = {}
+    for name, ref in every.items():
+        if ref is not None:
+            upstream[name] = _usable(student.get(name), ref) if name in reference else None  # type: ignore[assignment]
+            if upstream[name] is None:
+                upstream[name] = ref
+    loss_name = next((k for k, t in recording.intermediates.items() if t is loss), None)
+
+    rows: list[Row] = []
+    first_wrong: str | None = None
+    for name, expected in reference.items():
+        actual = student.get(name)
+        branches = _step_branches(name, recording, upstream, loss_name, loss)
+        scale = _scale(upstream[c] for c in recording.consumers(name) if c in upstream)
+        c = graded_compare(name, actual, expected, scale)
+        known = mistakes.get(name, ())
+        if c.problem == "mismatch" and branches:
+            step = sum(branches.values())
+            assert isinstance(step, torch.Tensor)
+            if graded_compare(name, actual, step, scale).approximate:
+                source = f" (first wrong step: d{first_wrong})" if first_wrong else ""
+                rows.append(Row(c, INHERITED, f"your step is right; the difference comes from upstream{source}"))
+                continue
+            row = _verdict(c, actual, step, n=n, mistakes=known, branches=branches, hint=hints.get(name, ""))
+        else:
+            row = _verdict(c, actual, expected, n=n, mistakes=known, hint=hints.get(name, ""))
+        if row.verdict == WRONG and first_wrong is None:
+            first_wrong = name
+            row = Row(row.comparison, row.verdict, _join("first wrong step", row.note))
+        rows.append(row)
+    return rows
+
+
+def _step_branches(
+    name: str,
+    recording: Recording,
+    upstream: Mapping[str, torch.Tensor],
+    loss_name: str | None,
+    loss: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """What each use of ``name`` contributes to its gradient, given the upstream gradients."""
+    branches: dict[str, torch.Tensor] = {}
+    for consumer in recording.consumers(name):
+        if not recording.has_local_graph(consumer):
+            return {}
+        if consumer == loss_name:
+            grad_output = torch.ones_like(loss)
+        elif consumer in upstream:
+            grad_output = upstream[consumer]
+        else:
+            return {}
+        contribution = recording.local_vjp(consumer, grad_output).get(name)
+        if contribution is not None:
+            branches[consumer] = contribution
+    return branches
+
+
+def row_for_error(name: str, expected: torch.Tensor, verdict: str, message: str) -> Row:
+    """A row for a gradient that could not be graded because the student's code failed."""
+    c = compare(name, None, expected)
+    return Row(c, verdict if verdict in (ERROR, NOT_STARTED) else ERROR, message)

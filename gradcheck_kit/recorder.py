@@ -1,0 +1,377 @@
+"""Record a forward pass and get the gradient of every intermediate by its variable name.
+
+``with record() as rec:`` around notebook-style forward code watches two things:
+
+* every torch operation in the block (through a ``TorchFunctionMode``), which
+  gives the creation order of tensors, and
+* every line of the block (through the frame's trace function), which tells
+  which variable name each new tensor was bound to.
+
+Alongside the real autograd graph it builds a *local* graph: each operation is
+replayed with the named tensors it reads replaced by detached leaves. The local
+graph of ``probs = counts * counts_sum_inv`` therefore ends at ``counts`` and
+``counts_sum_inv`` instead of running on to ``logits``. That gives each named
+tensor's direct inputs (looking through unnamed temporaries) and the vector-
+Jacobian product of that one step, which is what grading a backward pass step
+by step needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+if TYPE_CHECKING:
+    from gradcheck_kit.report import Report
+
+__all__ = ["Recording", "record"]
+
+
+class Recording:
+    """The named tensors of a recorded forward pass and the graph between them.
+
+    Attributes:
+        tensors: name -> tensor, the intermediates in creation order, then the leaves.
+        intermediates: name -> tensor created in the block.
+        leaves: name -> leaf tensor that requires grad and was used in the block (the parameters).
+        inputs: name -> names of the recorded tensors and leaves it was computed from directly.
+        rebound: names bound to more than one tensor in the block (the last one is kept).
+    """
+
+    def __init__(self) -> None:
+        self.intermediates: dict[str, torch.Tensor] = {}
+        self.leaves: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, tuple[str, ...]] = {}
+        self.rebound: dict[str, int] = {}
+        # name -> the tensor's value in the local graph, and the detached leaf that stands for it
+        self._local_out: dict[str, torch.Tensor] = {}
+        self._local_leaf: dict[str, torch.Tensor] = {}
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**self.intermediates, **self.leaves}
+
+    def __repr__(self) -> str:
+        return f"Recording({len(self.intermediates)} intermediates, {len(self.leaves)} leaves)"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.intermediates or name in self.leaves
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def differentiable(self) -> dict[str, torch.Tensor]:
+        """The recorded tensors that autograd can give a gradient for."""
+        return {name: t for name, t in self.tensors.items() if t.requires_grad}
+
+    def grads(self, loss: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Gradient of ``loss`` with respect to every differentiable recorded tensor.
+
+        Computed with ``torch.autograd.grad`` on the recorded graph, so ``.grad``
+        attributes are left alone and the graph stays usable. A tensor that
+        ``loss`` does not depend on maps to None; ``loss`` itself is left out.
+
+        Args:
+            loss: a scalar computed from the recorded tensors.
+
+        Returns:
+            ``{name: gradient}`` in :meth:`backward_order`.
+        """
+        names = [n for n in self.backward_order() if self.tensors[n] is not loss and self.tensors[n].requires_grad]
+        tensors = [self.tensors[n] for n in names]
+        grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        return dict(zip(names, grads))
+
+    def retain_grad(self) -> None:
+        """Make ``.grad`` available on every recorded intermediate after ``loss.backward()``."""
+        for t in self.intermediates.values():
+            if t.requires_grad and t.grad_fn is not None:
+                t.retain_grad()
+
+    def consumers(self, name: str) -> tuple[str, ...]:
+        """The recorded tensors computed directly from ``name``."""
+        return tuple(n for n, ins in self.inputs.items() if name in ins)
+
+    def backward_order(self) -> list[str]:
+        """Names in the order a backward pass meets them: loss side first.
+
+        Intermediates come in reverse creation order; each leaf comes right after
+        the newest recorded input of the first tensor that reads it, which is
+        where the notebook computes it (``logits``, ``h``, ``W2``, ``b2``).
+        """
+        order: list[str] = []
+        placed: set[str] = set()
+        after: dict[str, list[str]] = {}
+        for name in reversed(self.intermediates):
+            ins = self.inputs.get(name, ())
+            anchors = [i for i in ins if i in self.intermediates]
+            anchor = max(anchors, key=list(self.intermediates).index) if anchors else name
+            for leaf in ins:
+                if leaf in self.leaves and leaf not in placed:
+                    after.setdefault(anchor, []).append(leaf)
+                    placed.add(leaf)
+        for name in reversed(self.intermediates):
+            order.append(name)
+            order.extend(after.get(name, []))
+        order.extend(leaf for leaf in self.leaves if leaf not in placed)
+        return order
+
+    def has_local_graph(self, name: str) -> bool:
+        """Whether :meth:`local_vjp` can replay the step that produced ``name``."""
+        return name in self._local_out and self._local_out[name].grad_fn is not None
+
+    def local_vjp(self, name: str, grad_output: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Backpropagate ``grad_output`` through the one step that produced ``name``.
+
+        Args:
+            name: a recorded intermediate.
+            grad_output: a gradient of the shape of ``rec[name]``.
+
+        Returns:
+            ``{input_name: gradient}`` for each direct input of ``name``: what that
+            step alone contributes to the input's gradient.
+        """
+        if not self.has_local_graph(name):
+            raise KeyError(f"no local graph for {name!r}: it was not computed from recorded tensors")
+        ins = self.inputs[name]
+        sources = [self._local_leaf.get(i, self.leaves.get(i)) for i in ins]
+        grads = torch.autograd.grad(
+            self._local_out[name], sources, grad_output, retain_graph=True, allow_unused=True
+        )
+        return dict(zip(ins, grads))
+
+    def check(self, loss: torch.Tensor, manual: Mapping[str, Any] | None = None, *, prefix: str = "d") -> Report:
+        """Print a per-tensor report of the caller's ``d<name>`` gradients against autograd.
+
+        Args:
+            loss: the scalar the gradients are of.
+            manual: where to look for the gradients; default: the caller's variables,
+                ``dlogprobs`` for ``logprobs`` as in the notebook.
+            prefix: the prefix that turns a tensor name into its gradient's name.
+
+        Returns:
+            The report, also printed.
+        """
+        from gradcheck_kit.report import compare_grads
+
+        if manual is None:
+            caller = sys._getframe(1)
+            namespace = {**caller.f_globals, **caller.f_locals}
+            manual = {name: namespace.get(prefix + name) for name in self.tensors}
+        reference = {name: g for name, g in self.grads(loss).items() if g is not None}
+        report = compare_grads(manual, reference, order=list(reference), title="manual gradients vs autograd")
+        print(report)
+        return report
+
+
+class record:
+    """Context manager that records the forward pass written inside it.
+
+    Example::
+
+        with gradcheck_kit.record() as rec:
+            emb = C[Xb]
+            ...
+            loss = -logprobs[range(n), Yb].mean()
+        grads = rec.grads(loss)      # {"logprobs": ..., "C": ...}
+
+    Args:
+        leaves: names for leaf tensors (parameters) that are not plain variables
+            of the calling frame, e.g. ``{"W1": layer.weight}``.
+    """
+
+    def __init__(self, leaves: Mapping[str, torch.Tensor] | None = None) -> None:
+        self._leaf_names = dict(leaves or {})
+        self.recording = Recording()
+        self._frame: FrameType | None = None
+        self._mode: _LocalGraphMode | None = None
+        self._seq: dict[int, int] = {}
+        self._keep: list[torch.Tensor] = []
+        self._counter = itertools.count()
+        self._bound: dict[str, torch.Tensor] = {}
+        self._shadow: dict[int, torch.Tensor] = {}
+        self._busy = False
+        self._previous_trace: Any = None
+        self._previous_frame_trace: Any = None
+
+    def __enter__(self) -> Recording:
+        frame = sys._getframe(1)
+        self._frame = frame
+        self._previous_trace = sys.gettrace()
+        self._previous_frame_trace = frame.f_trace
+        frame.f_trace = self._trace_line
+        frame.f_trace_lines = True
+        sys.settrace(self._trace_call)
+        self._mode = _LocalGraphMode(self)
+        self._mode.__enter__()
+        return self.recording
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._frame is not None and self._mode is not None
+        self._mode.__exit__(None, None, None)
+        sys.settrace(self._previous_trace)
+        self._frame.f_trace = self._previous_frame_trace
+        try:
+            if exc[0] is None:
+                self._scan(self._frame.f_locals)
+                self._finish(self._frame)
+        finally:
+            self._frame = None
+            self._shadow.clear()
+
+    # -- tracing -------------------------------------------------------------
+
+    def _trace_call(self, frame: FrameType, event: str, arg: Any) -> Any:
+        # Only the recorded frame is traced line by line; calls it makes are not.
+        if self._previous_trace is not None:
+            return self._previous_trace(frame, event, arg)
+        return None
+
+    def _trace_line(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and frame is self._frame:
+            self._scan(frame.f_locals)
+        if self._previous_frame_trace is not None:
+            self._previous_frame_trace(frame, event, arg)
+        return self._trace_line
+
+    def _scan(self, namespace: Mapping[str, Any]) -> None:
+        """Name the tensors bound since the last line, and cut them off in the local graph."""
+        self._busy = True
+        try:
+            for name, value in list(namespace.items()):
+                if not isinstance(value, torch.Tensor) or id(value) not in self._seq:
+                    continue
+                previous = self._bound.get(name)
+                if previous is value:
+                    continue
+                if any(t is value for t in self._bound.values()):
+                    continue  # an alias of a tensor already named
+                if previous is not None:
+                    self.recording.rebound[name] = self.recording.rebound.get(name, 1) + 1
+                self._bound[name] = value
+                self._bind(name, value)
+        finally:
+            self._busy = False
+
+    def _bind(self, name: str, tensor: torch.Tensor) -> None:
+        rec = self.recording
+        rec.intermediates.pop(name, None)
+        rec.intermediates[name] = tensor
+        if tensor.requires_grad and tensor.grad_fn is not None:
+            rec._local_out[name] = self._shadow.get(id(tensor), tensor)
+            leaf = tensor.detach().requires_grad_()
+            rec._local_leaf[name] = leaf
+            self._shadow[id(tensor)] = leaf
+
+    # -- torch operations ----------------------------------------------------
+
+    def _on_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        if self._busy:
+            return
+        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        for t in outputs:
+            if id(t) not in self._seq:
+                self._seq[id(t)] = next(self._counter)
+                self._keep.append(t)
+        if not any(t.grad_fn is not None for t in outputs):
+            return
+        def local(x: Any) -> Any:
+            if isinstance(x, torch.Tensor):
+                return self._shadow.get(id(x), x)
+            return x
+
+        # Replayed even when nothing was substituted, so that the local graph never
+        # shares saved tensors with the real one (which a loss.backward() frees).
+        local_args, local_kwargs = tree_map(local, (args, kwargs))
+        try:
+            local_out = func(*local_args, **local_kwargs)
+        except RuntimeError:
+            # An in-place update of a named tensor cannot be replayed on its leaf;
+            # the step is then graded without a local graph.
+            return
+        for t, s in zip(tree_flatten(out)[0], tree_flatten(local_out)[0]):
+            if isinstance(t, torch.Tensor) and isinstance(s, torch.Tensor):
+                self._shadow[id(t)] = s
+
+    # -- after the block -----------------------------------------------------
+
+    def _finish(self, frame: FrameType) -> None:
+        rec = self.recording
+        rec.intermediates = dict(sorted(rec.intermediates.items(), key=lambda kv: self._seq[id(kv[1])]))
+        for name, count in rec.rebound.items():
+            warnings.warn(
+                f"'{name}' was bound to {count} different tensors in the recorded block; only the last one "
+                "is recorded. Give each intermediate its own name to check its gradient.",
+                stacklevel=3,
+            )
+        names_of_leaves = self._name_leaves(frame)
+        leaf_inputs: dict[str, list[torch.Tensor]] = {}
+        local_leaf_names = {id(t): n for n, t in rec._local_leaf.items()}
+        for name in rec.intermediates:
+            out = rec._local_out.get(name)
+            if out is None:
+                rec.inputs[name] = ()
+                continue
+            found: list[str] = []
+            for leaf in _graph_leaves(out):
+                leaf_name = local_leaf_names.get(id(leaf)) or names_of_leaves.get(id(leaf))
+                if leaf_name is None:
+                    leaf_name = f"leaf{len(names_of_leaves)}"
+                    names_of_leaves[id(leaf)] = leaf_name
+                if leaf_name not in found:
+                    found.append(leaf_name)
+                if id(leaf) not in local_leaf_names:
+                    leaf_inputs.setdefault(leaf_name, []).append(leaf)
+            order = list(rec.intermediates)
+            found.sort(key=lambda n: (n not in rec.intermediates, order.index(n) if n in rec.intermediates else 0))
+            rec.inputs[name] = tuple(found)
+        for leaf_name, (leaf, *_) in leaf_inputs.items():
+            rec.leaves[leaf_name] = leaf
+
+    def _name_leaves(self, frame: FrameType) -> dict[int, str]:
+        names: dict[int, str] = {id(t): n for n, t in self._leaf_names.items()}
+        for namespace in (frame.f_globals, frame.f_locals):
+            for name, value in namespace.items():
+                if isinstance(value, torch.Tensor) and value.is_leaf and value.requires_grad:
+                    names.setdefault(id(value), name)
+        return names
+
+
+def _graph_leaves(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The leaf tensors that requires-grad paths from ``tensor`` end at, nearest first."""
+    if tensor.grad_fn is None:
+        if tensor.requires_grad:
+            yield tensor
+        return
+    seen: set[int] = set()
+    frontier = [tensor.grad_fn]
+    while frontier:
+        node = frontier.pop(0)
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            yield variable
+            continue
+        frontier.extend(next_node for next_node, _ in node.next_functions)
+
+
+class _LocalGraphMode(TorchFunctionMode):
+    def __init__(self, recorder: record) -> None:
+        super().__init__()
+        self._recorder = recorder
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self._recorder._on_op(func, args, kwargs, out)
+        return out
