@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from gradcheck_kit._version import __version__
 
 if TYPE_CHECKING:
-    from gradcheck_kit.compare import Comparison, assert_grad_close, cmp, compare
+    from gradcheck_kit.comparison import Comparison, assert_grad_close, cmp, compare
     from gradcheck_kit.recorder import Recording, record
     from gradcheck_kit.report import Report, compare_grads
 
@@ -29,10 +29,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Comparison": "gradcheck_kit.compare",
-    "assert_grad_close": "gradcheck_kit.compare",
-    "cmp": "gradcheck_kit.compare",
-    "compare": "gradcheck_kit.compare",
+    "Comparison": "gradcheck_kit.comparison",
+    "assert_grad_close": "gradcheck_kit.comparison",
+    "cmp": "gradcheck_kit.comparison",
+    "compare": "gradcheck_kit.comparison",
     "Recording": "gradcheck_kit.recorder",
     "record": "gradcheck_kit.recorder",
     "Report": "gradcheck_kit.report",

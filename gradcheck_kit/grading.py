@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-from gradcheck_kit.compare import Comparison, compare
+from gradcheck_kit.comparison import Comparison, compare
 from gradcheck_kit.diagnosis import Mistake, diagnose
 from gradcheck_kit.recorder import Recording
 from gradcheck_kit.report import ERROR, EXACT, INHERITED, NOT_STARTED, OK, WRONG, Row

@@ -43,7 +43,8 @@ class Recording:
         intermediates: name -> tensor created in the block.
         leaves: name -> leaf tensor that requires grad and was used in the block (the parameters).
         inputs: name -> names of the recorded tensors and leaves it was computed from directly.
-        rebound: names bound to more than one tensor in the block (the last one is kept).
+        rebound: names bound to more than one tensor in the block (the last one is kept; in
+            ``inputs`` the earlier ones appear as ``name#1``, ``name#2`` ...).
     """
 
     def __init__(self) -> None:
@@ -199,6 +200,7 @@ class record:
         self._bound: dict[str, torch.Tensor] = {}
         self._shadow: dict[int, torch.Tensor] = {}
         self._busy = False
+        self._earlier: dict[int, str] = {}
         self._previous_trace: Any = None
         self._previous_frame_trace: Any = None
 
@@ -263,6 +265,10 @@ class record:
 
     def _bind(self, name: str, tensor: torch.Tensor) -> None:
         rec = self.recording
+        earlier = rec._local_leaf.pop(name, None)
+        if earlier is not None:
+            # Steps computed from the earlier tensor still end at its leaf: name it apart.
+            self._earlier[id(earlier)] = f"{name}#{rec.rebound.get(name, 2) - 1}"
         rec.intermediates.pop(name, None)
         rec.intermediates[name] = tensor
         if tensor.requires_grad and tensor.grad_fn is not None:
@@ -314,7 +320,7 @@ class record:
             )
         names_of_leaves = self._name_leaves(frame)
         leaf_inputs: dict[str, list[torch.Tensor]] = {}
-        local_leaf_names = {id(t): n for n, t in rec._local_leaf.items()}
+        local_leaf_names = {id(t): n for n, t in rec._local_leaf.items()} | self._earlier
         for name in rec.intermediates:
             out = rec._local_out.get(name)
             if out is None:
