@@ -49,7 +49,9 @@ class RunTables:
         from gradcheck_kit.report import Report
 
         for title, rows in self.tables.items():
-            yield Report.from_dict({"title": title, "rows": list(rows.values())})
+            # Under pytest-xdist rows arrive in completion order: restore collection order.
+            ordered = sorted(rows.values(), key=lambda row: tuple(row.get("order", (0, 0))))
+            yield Report.from_dict({"title": title, "rows": ordered})
 
 
 tables_key = pytest.StashKey[RunTables]()
@@ -147,8 +149,10 @@ class GradeSheet:
         elif isinstance(rows, Report):
             rows = list(rows.rows)
         rows = list(rows)
-        for row in rows:
-            self._item.user_properties.append((ROW_PROPERTY, {"table": table, **row.as_dict()}))
+        position = _collection_index(self._item)
+        for i, row in enumerate(rows):
+            data = {"table": table, "order": (position, i), **row.as_dict()}
+            self._item.user_properties.append((ROW_PROPERTY, data))
         return rows
 
     def check(self, rows: Row | Report | Iterable[Row], *, table: str, record: bool = True) -> None:
@@ -175,6 +179,13 @@ class GradeSheet:
         lines.append("")
         lines.append(Report(table, tuple(rows)).to_text(color=False))
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+def _collection_index(item: pytest.Item) -> int:
+    try:
+        return item.session.items.index(item)
+    except ValueError:
+        return 0
 
 
 def _as_rows(rows: Any) -> Iterable[Row]:
