@@ -111,7 +111,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         import torch
 
         reason = "CUDA is not available on this machine; the exercises are graded on the cpu"
-        params.append(pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=reason)))
+        params.append(
+            pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=reason))
+        )
     metafunc.parametrize("device", params, scope="session")
 
 
@@ -173,7 +175,11 @@ class GradeSheet:
         self._item.user_properties.append((VERDICT_PROPERTY, NOT_STARTED if not_started else "failed"))
         lines = [f"{table}:"]
         for row in failing:
-            lines.append(f"  d{row.name}: {row.verdict.upper()}: {row.note}" if row.note else f"  d{row.name}: {row.verdict.upper()}")
+            lines.append(
+                f"  d{row.name}: {row.verdict.upper()}: {row.note}"
+                if row.note
+                else f"  d{row.name}: {row.verdict.upper()}"
+            )
             if row.comparison.problem == "mismatch":
                 lines.extend("      " + line for line in row.comparison.message.splitlines())
         lines.append("")

@@ -89,7 +89,7 @@ class Recording:
         names = [n for n in self.backward_order() if self.tensors[n] is not loss and self.tensors[n].requires_grad]
         tensors = [self.tensors[n] for n in names]
         grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
-        return dict(zip(names, grads))
+        return dict(zip(names, grads, strict=True))
 
     def retain_grad(self) -> None:
         """Make ``.grad`` available on every recorded intermediate after ``loss.backward()``."""
@@ -144,10 +144,8 @@ class Recording:
             raise KeyError(f"no local graph for {name!r}: it was not computed from recorded tensors")
         ins = self.inputs[name]
         sources = [self._local_leaf.get(i, self.leaves.get(i)) for i in ins]
-        grads = torch.autograd.grad(
-            self._local_out[name], sources, grad_output, retain_graph=True, allow_unused=True
-        )
-        return dict(zip(ins, grads))
+        grads = torch.autograd.grad(self._local_out[name], sources, grad_output, retain_graph=True, allow_unused=True)
+        return dict(zip(ins, grads, strict=True))
 
     def check(self, loss: torch.Tensor, manual: Mapping[str, Any] | None = None, *, prefix: str = "d") -> Report:
         """Print a per-tensor report of the caller's ``d<name>`` gradients against autograd.
@@ -289,6 +287,7 @@ class record:
                 self._keep.append(t)
         if not any(t.grad_fn is not None for t in outputs):
             return
+
         def local(x: Any) -> Any:
             if isinstance(x, torch.Tensor):
                 return self._shadow.get(id(x), x)
@@ -303,7 +302,7 @@ class record:
             # An in-place update of a named tensor cannot be replayed on its leaf;
             # the step is then graded without a local graph.
             return
-        for t, s in zip(tree_flatten(out)[0], tree_flatten(local_out)[0]):
+        for t, s in zip(tree_flatten(out)[0], tree_flatten(local_out)[0], strict=False):
             if isinstance(t, torch.Tensor) and isinstance(s, torch.Tensor):
                 self._shadow[id(t)] = s
 

@@ -70,11 +70,21 @@ def test_one_wrong_early_step_costs_only_that_step(fwd, tmp_path):
     [
         ("dcounts += torch.ones_like(f.counts) * dcounts_sum", "pass", "counts", "through 'counts_sum' is missing"),
         ("dbndiff += (2 * f.bndiff) * dbndiff2", "pass", "bndiff", "through 'bndiff2' is missing"),
-        ("(1.0 / (n - 1)) * torch.ones_like(f.bndiff2)", "(1.0 / n) * torch.ones_like(f.bndiff2)", "bndiff2", "(n-1)/n"),
+        (
+            "(1.0 / (n - 1)) * torch.ones_like(f.bndiff2)",
+            "(1.0 / n) * torch.ones_like(f.bndiff2)",
+            "bndiff2",
+            "(n-1)/n",
+        ),
         ('g["h"] = dlogits @ f.W2.T', 'g["h"] = 2 * dlogits @ f.W2.T', "h", "factor of 2"),
         ("dcounts_sum = (-f.counts_sum**-2)", "dcounts_sum = (f.counts_sum**-2)", "counts_sum", "sign is flipped"),
         ('g["W2"] = f.h.T @ dlogits', 'g["W2"] = (dlogits.T @ f.h)', "W2", "transpose"),
-        ('g["bngain"] = (f.bnraw * dhpreact).sum(0, keepdim=True)', 'g["bngain"] = (f.bnraw * dhpreact).sum(0)', "bngain", "keepdim"),
+        (
+            'g["bngain"] = (f.bnraw * dhpreact).sum(0, keepdim=True)',
+            'g["bngain"] = (f.bnraw * dhpreact).sum(0)',
+            "bngain",
+            "keepdim",
+        ),
         ('g["bnbias"] = dhpreact.sum(0, keepdim=True)', 'g["bnbias"] = dhpreact', "bnbias", "summed over dimension"),
     ],
 )

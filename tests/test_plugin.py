@@ -10,6 +10,7 @@ import pytest
 # Imported here so that pytester's in-process runs find torch already loaded: the
 # module snapshot it restores after each run must not unload a C extension.
 import torch  # noqa: F401
+
 import gradcheck_kit.report  # noqa: F401
 
 ROWS_TEST = """
@@ -39,7 +40,9 @@ def test_importing_the_plugin_does_not_import_torch():
 
 def test_options_live_in_one_group_with_one_prefix(pytester: pytest.Pytester):
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["gradcheck-kit: manual backward checks:", "*--gradcheck-device*", "*--gradcheck-seed*"])
+    result.stdout.fnmatch_lines(
+        ["gradcheck-kit: manual backward checks:", "*--gradcheck-device*", "*--gradcheck-seed*"]
+    )
 
 
 def test_the_gradcheck_marker_is_registered_for_strict_markers(pytester: pytest.Pytester):
@@ -92,7 +95,8 @@ def test_torch_generator_is_seeded_by_the_option(pytester: pytest.Pytester):
     pytester.makepyfile(
         "import torch\n"
         "def test_seed(torch_generator):\n"
-        "    assert torch.equal(torch.randn(3, generator=torch_generator), torch.randn(3, generator=torch.Generator().manual_seed(7)))\n"
+        "    expected = torch.randn(3, generator=torch.Generator().manual_seed(7))\n"
+        "    assert torch.equal(torch.randn(3, generator=torch_generator), expected)\n"
     )
     pytester.runpytest("-p", "no:cacheprovider", "--gradcheck-seed", "7").assert_outcomes(passed=1)
     pytester.runpytest("-p", "no:cacheprovider", "--gradcheck-seed", "8").assert_outcomes(failed=1)
@@ -108,7 +112,9 @@ def test_tables_are_printed_by_the_controller_under_xdist(pytester: pytest.Pytes
     pytest.importorskip("xdist")
     pytester.makepyfile(ROWS_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
-    result.stdout.fnmatch_lines(["*gradcheck-kit: per-tensor tables*", "logits*exact*", "probs*wrong*", "counts*not started*"])
+    result.stdout.fnmatch_lines(
+        ["*gradcheck-kit: per-tensor tables*", "logits*exact*", "probs*wrong*", "counts*not started*"]
+    )
     assert result.ret == 1
 
 

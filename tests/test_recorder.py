@@ -37,13 +37,20 @@ loss = -logprobs[range(n), Yb].mean()
 
 def notebook_namespace(dtype=torch.float32, device="cpu"):
     fwd = build(Config(dtype=str(dtype).removeprefix("torch."), device=device))
-    names = {name: getattr(fwd, name).detach().clone().requires_grad_() for name in ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")}
+    names = {
+        name: getattr(fwd, name).detach().clone().requires_grad_()
+        for name in ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
+    }
     return {"torch": torch, "Xb": fwd.Xb, "Yb": fwd.Yb, "n": fwd.n, **names}
 
 
 def run_cell(namespace):
     """Run the notebook's forward pass at module level, as a notebook cell runs."""
-    code = compile("with record() as rec:\n" + "\n".join("    " + line for line in NOTEBOOK_CELL.strip().splitlines()), "<cell>", "exec")
+    code = compile(
+        "with record() as rec:\n" + "\n".join("    " + line for line in NOTEBOOK_CELL.strip().splitlines()),
+        "<cell>",
+        "exec",
+    )
     namespace["record"] = record
     exec(code, namespace)
     return namespace["rec"]
@@ -130,7 +137,7 @@ def test_tracing_is_restored_after_the_block_even_when_it_raises():
     with pytest.raises(ZeroDivisionError):
         with record():
             y = x * 2  # noqa: F841
-            1 / 0
+            raise ZeroDivisionError
     assert sys.gettrace() is before
     with warnings.catch_warnings():
         warnings.simplefilter("error")
