@@ -91,7 +91,7 @@ def _verdict(
     hint: str = "",
 ) -> Row:
     if c.problem == "missing":
-        return Row(c, NOT_STARTED, "not started: no gradient returned yet")
+        return Row(c, NOT_STARTED, "no gradient yet")
     if c.approximate:
         return Row(c, EXACT if c.exact else OK)
     if c.problem in _SHAPE_LIKE:

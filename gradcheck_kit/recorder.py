@@ -77,8 +77,10 @@ class Recording:
         """Gradient of ``loss`` with respect to every differentiable recorded tensor.
 
         Computed with ``torch.autograd.grad`` on the recorded graph, so ``.grad``
-        attributes are left alone and the graph stays usable. A tensor that
-        ``loss`` does not depend on maps to None; ``loss`` itself is left out.
+        attributes are left alone and the graph stays usable. After a plain
+        ``loss.backward()`` has freed that graph, the recorder's own step-by-step
+        graphs give the same gradients. A tensor that ``loss`` does not depend on
+        maps to None; ``loss`` itself is left out.
 
         Args:
             loss: a scalar computed from the recorded tensors.
@@ -88,8 +90,36 @@ class Recording:
         """
         names = [n for n in self.backward_order() if self.tensors[n] is not loss and self.tensors[n].requires_grad]
         tensors = [self.tensors[n] for n in names]
-        grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        try:
+            grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        except RuntimeError as exc:
+            if "backward through the graph a second time" not in str(exc):
+                raise
+            return self._grads_step_by_step(loss, names)
         return dict(zip(names, grads, strict=True))
+
+    def _grads_step_by_step(self, loss: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor | None]:
+        loss_name = next((n for n, t in self.intermediates.items() if t is loss), None)
+        if loss_name is None:
+            raise RuntimeError(
+                "the graph of this loss was freed by loss.backward() and the loss was not computed in the "
+                "recorded block; call rec.grads(loss) before loss.backward(), or record the loss too"
+            )
+        grads: dict[str, torch.Tensor | None] = {loss_name: torch.ones_like(loss)}
+        # Consumers before inputs: intermediates newest first, then the leaves.
+        for name in [*reversed(self.intermediates), *self.leaves]:
+            if name == loss_name:
+                continue
+            total: torch.Tensor | None = None
+            for consumer in self.consumers(name):
+                upstream = grads.get(consumer)
+                if upstream is None or not self.has_local_graph(consumer):
+                    continue
+                part = self.local_vjp(consumer, upstream)[name]
+                if part is not None:
+                    total = part if total is None else total + part
+            grads[name] = total
+        return {name: grads.get(name) for name in names}
 
     def retain_grad(self) -> None:
         """Make ``.grad`` available on every recorded intermediate after ``loss.backward()``."""
@@ -150,6 +180,10 @@ class Recording:
     def check(self, loss: torch.Tensor, manual: Mapping[str, Any] | None = None, *, prefix: str = "d") -> Report:
         """Print a per-tensor report of the caller's ``d<name>`` gradients against autograd.
 
+        Each gradient is graded as the autograder does: a wrong one whose own step is
+        right given the gradients before it is marked as inherited, and the first
+        wrong step is named with a diagnosis.
+
         Args:
             loss: the scalar the gradients are of.
             manual: where to look for the gradients; default: the caller's variables,
@@ -159,14 +193,17 @@ class Recording:
         Returns:
             The report, also printed.
         """
-        from gradcheck_kit.report import compare_grads
+        from gradcheck_kit.grading import grade_steps
+        from gradcheck_kit.report import Report
 
+        reference = {name: g for name, g in self.grads(loss).items() if g is not None}
         if manual is None:
             caller = sys._getframe(1)
             namespace = {**caller.f_globals, **caller.f_locals}
-            manual = {name: namespace.get(prefix + name) for name in self.tensors}
-        reference = {name: g for name, g in self.grads(loss).items() if g is not None}
-        report = compare_grads(manual, reference, order=list(reference), title="manual gradients vs autograd")
+            manual = {name: namespace.get(prefix + name) for name in reference}
+        rows = grade_steps(manual, self, loss, reference)
+        unknown = tuple(k for k, v in manual.items() if k not in reference and v is not None)
+        report = Report("manual gradients vs autograd", tuple(rows), unknown)
         print(report)
         return report
 
@@ -351,15 +388,15 @@ class record:
 
 
 def _graph_leaves(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
-    """The leaf tensors that requires-grad paths from ``tensor`` end at, nearest first."""
+    """The leaf tensors that requires-grad paths from ``tensor`` end at, in the order the expression reads them."""
     if tensor.grad_fn is None:
         if tensor.requires_grad:
             yield tensor
         return
     seen: set[int] = set()
-    frontier = [tensor.grad_fn]
-    while frontier:
-        node = frontier.pop(0)
+    stack = [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
@@ -367,7 +404,8 @@ def _graph_leaves(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
         if variable is not None:
             yield variable
             continue
-        frontier.extend(next_node for next_node, _ in node.next_functions)
+        # Depth first, left operand first: `embcat @ W1 + b1` gives embcat, W1, b1.
+        stack.extend(next_node for next_node, _ in reversed(node.next_functions))
 
 
 class _LocalGraphMode(TorchFunctionMode):

@@ -43,6 +43,9 @@ VERDICTS = (EXACT, OK, WRONG, INHERITED, NOT_STARTED, ERROR, SKIPPED)
 #: Verdicts that pass: an inherited gradient's own step is right, so it is not penalised again.
 PASSING = frozenset({EXACT, OK, INHERITED})
 
+#: Characters of a note per line in the text table; longer notes wrap.
+NOTE_WIDTH = 72
+
 _COLUMNS = ("name", "shape", "exact", "approximate", "maxdiff", "max rel diff", "verdict", "note")
 _ANSI = {EXACT: "32", OK: "32", WRONG: "31", ERROR: "31", INHERITED: "33", NOT_STARTED: "33", SKIPPED: "33"}
 _HTML_COLOR = {EXACT: "green", OK: "green", WRONG: "red", ERROR: "red"}
@@ -179,6 +182,8 @@ class Report:
             tablefmt="simple",
             disable_numparse=True,
             colalign=("left", "left", "left", "left", "right", "right", "left", "left"),
+            # Long diagnoses wrap inside their cell so the table fits a terminal.
+            maxcolwidths=[None] * 7 + [NOTE_WIDTH],
         )
         return f"{self.title}\n{body}\n{self.summary()}"
 

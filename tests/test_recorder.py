@@ -165,3 +165,29 @@ def test_cuda_forward_passes_match_the_cpu_ones():
     cpu, cuda = build(), build(Config(device="cuda"))
     for name in GRADED:
         torch.testing.assert_close(cuda.reference_grads[name].cpu(), cpu.reference_grads[name])
+
+
+def test_grads_still_work_after_a_plain_backward_freed_the_graph():
+    namespace = notebook_namespace()
+    rec = run_cell(namespace)
+    expected = rec.grads(namespace["loss"])
+    namespace["loss"].backward()  # frees the recorded graph's saved tensors
+    after = rec.grads(namespace["loss"])
+    for name in GRADED:
+        assert torch.equal(after[name], expected[name]), name
+
+
+def test_check_grades_steps_and_names_the_first_wrong_one(capsys):
+    x = torch.randn(4, 3, requires_grad=True)
+    with record() as rec:
+        y = x.tanh()
+        z = y * 3
+        loss = z.sum()
+    dz = torch.ones(4, 3)
+    dy = 2 * dz  # wrong: should be 3 * dz
+    dx = (1 - y.detach() ** 2) * dy  # right, given dy
+    report = rec.check(loss, {"z": dz, "y": dy, "x": dx})
+    assert report["z"].verdict == "exact"
+    assert report["y"].verdict == "wrong" and "first wrong step" in report["y"].note
+    assert report["x"].verdict == "inherited"
+    assert "first wrong step" in capsys.readouterr().out
