@@ -1,0 +1,452 @@
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from gradcheck_kit.sandbox import OUTPUT_LIMIT, Outcome, ReturnedTensor, Sandbox, TensorInfo, unwrap
+
+GiB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    # 3 GiB leaves the worker (about 0.7 GiB with torch) room for every test here.
+    with Sandbox(memory_limit=3 * GiB) as box:
+        yield box
+
+
+@pytest.fixture(params=["worker", "in-process"])
+def either(request: pytest.FixtureRequest, sandbox: Sandbox) -> Sandbox:
+    """Both modes, for behaviour that must not depend on isolation."""
+    return sandbox if request.param == "worker" else Sandbox(isolate=False)
+
+
+def student(tmp_path: Path, source: str) -> Path:
+    path = tmp_path / "ex2_cross_entropy.py"
+    path.write_text("import os, sys\nimport torch\n\n" + textwrap.dedent(source))
+    return path
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+CROSS_ENTROPY = """
+    import torch.nn.functional as F
+
+    def cross_entropy_backward(logits, Yb):
+        n = logits.shape[0]
+        dlogits = F.softmax(logits, 1)
+        dlogits[range(n), Yb] -= 1
+        dlogits /= n
+        return dlogits
+"""
+
+
+def test_a_returned_tensor_comes_back_with_its_dtype_shape_and_device(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, CROSS_ENTROPY)
+    logits = torch.randn(5, 27, dtype=torch.float64)
+    Yb = torch.randint(0, 27, (5,))
+    outcome = either.call(path, "cross_entropy_backward", logits, Yb)
+    assert outcome.status == "ok", outcome.message
+    assert outcome.ok
+    assert isinstance(outcome.value, ReturnedTensor)
+    assert outcome.value.info == TensorInfo(torch.float64, (5, 27), "cpu")
+    leaf = logits.clone().requires_grad_()
+    torch.nn.functional.cross_entropy(leaf, Yb).backward()
+    torch.testing.assert_close(outcome.value.tensor, leaf.grad)
+    assert outcome.duration > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tensors_on_cuda_come_back_as_cpu_copies_that_remember_the_device(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f(x):\n    return [x * 2, (x * 2).cpu()]\n")
+    outcome = sandbox.call(path, "f", torch.ones(3), device="cuda")
+    assert outcome.ok, outcome.message
+    on_cuda, on_cpu = outcome.value
+    assert on_cuda.info == TensorInfo(torch.float32, (3,), "cuda:0")
+    assert on_cuda.tensor.device == torch.device("cpu")
+    assert on_cpu.info.device == "cpu"
+    torch.testing.assert_close(on_cuda.tensor, torch.full((3,), 2.0))
+
+
+def test_tensor_info_reads_like_a_declaration() -> None:
+    assert str(TensorInfo(torch.float64, (32, 27), "cuda:0")) == "float64[32, 27] on cuda:0"
+    assert str(TensorInfo.of(torch.zeros((), dtype=torch.int64))) == "int64[] on cpu"
+
+
+def test_containers_and_other_values_come_back_as_they_are(either: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        import numpy as np
+
+        def grads(x):
+            return {"dx": x * 2, "parts": [x.sum(), 1.5, None, "text", (x[0], np.arange(3))]}
+        """,
+    )
+    outcome = either.call(path, "grads", torch.arange(3.0))
+    assert outcome.ok, outcome.message
+    value = outcome.value
+    assert isinstance(value["dx"], ReturnedTensor)
+    assert value["parts"][1:4] == [1.5, None, "text"]
+    assert isinstance(value["parts"][4], tuple)
+    assert isinstance(value["parts"][4][1], np.ndarray)
+    np.testing.assert_array_equal(value["parts"][4][1], np.arange(3))
+    plain = unwrap(value)
+    torch.testing.assert_close(plain["dx"], torch.tensor([0.0, 2.0, 4.0]))
+    torch.testing.assert_close(plain["parts"][4][0], torch.tensor(0.0))
+
+
+def test_a_numpy_return_comes_back_as_numpy(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f(x):\n    return (x * 3).numpy()\n")
+    outcome = either.call(path, "f", torch.ones(2, dtype=torch.float64))
+    assert outcome.ok, outcome.message
+    assert isinstance(outcome.value, np.ndarray)
+    assert outcome.value.dtype == np.float64
+    np.testing.assert_array_equal(outcome.value, [3.0, 3.0])
+
+
+def test_an_untouched_stub_is_not_started(either: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        def cross_entropy_backward(logits, Yb):
+            raise NotImplementedError("Exercise 2: dlogits in one expression")
+        """,
+    )
+    outcome = either.call(path, "cross_entropy_backward", torch.randn(2, 3), torch.tensor([0, 1]))
+    assert outcome.status == "not_started"
+    assert outcome.message == "Exercise 2: dlogits in one expression"
+    assert outcome.value is None
+
+
+@pytest.mark.parametrize(
+    "call, text",
+    [
+        ("x.to_sparse().sort()", "Could not run 'aten::sort.stable' with arguments from the 'SparseCPU' backend"),
+        # Raised by torch's C++ code with no Python frame of torch's own in between.
+        ("x.to_sparse().untyped_storage()", "Cannot access storage of SparseTensorImpl"),
+    ],
+    ids=["kernel", "tensor method"],
+)
+def test_a_not_implemented_error_from_torch_is_an_error_not_a_stub(
+    either: Sandbox, tmp_path: Path, call: str, text: str
+) -> None:
+    path = student(tmp_path, f"def f(x):\n    return {call}\n")
+    outcome = either.call(path, "f", torch.zeros(3))
+    assert outcome.status == "error"
+    assert outcome.message.startswith(f"NotImplementedError: {text}")
+    assert outcome.message.endswith(f"at ex2_cross_entropy.py:{line_of(path, call)}: return {call}")
+
+
+def test_an_exception_names_the_students_own_line(either: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        def helper(d, Yb):
+            d[range(d.shape[0]), Yb] -= 1
+            return d
+
+        def cross_entropy_backward(logits, Yb):
+            dlogits = logits.softmax(1)
+            return helper(dlogits, Yb)
+        """,
+    )
+    outcome = either.call(path, "cross_entropy_backward", torch.randn(2, 3), torch.tensor([0, 7]))
+    assert outcome.status == "error"
+    first, where = outcome.message.split("\n")
+    assert first.startswith("IndexError: index 7 is out of bounds")
+    assert where == f"at ex2_cross_entropy.py:{line_of(path, '-= 1')}: d[range(d.shape[0]), Yb] -= 1"
+    assert outcome.traceback.startswith("Traceback (most recent call last):")
+    assert "in cross_entropy_backward" in outcome.traceback
+    assert "sandbox.py" not in outcome.traceback
+
+
+def test_a_syntax_error_is_an_import_error_with_its_line(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f(x):\n    return x +\n")
+    outcome = either.call(path, "f", torch.ones(1))
+    assert outcome.status == "import_error"
+    assert outcome.message.startswith("SyntaxError: invalid syntax")
+    assert outcome.message.endswith(f"at ex2_cross_entropy.py:{line_of(path, 'x +')}: return x +")
+
+
+def test_a_failing_import_is_an_import_error_with_its_line(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "import no_such_module_here\n\ndef f(x):\n    return x\n")
+    outcome = either.call(path, "f", torch.ones(1))
+    assert outcome.status == "import_error"
+    assert "ModuleNotFoundError: No module named 'no_such_module_here'" in outcome.message
+    assert outcome.message.endswith(f"ex2_cross_entropy.py:{line_of(path, 'no_such')}: import no_such_module_here")
+
+
+def test_a_missing_function_lists_the_names_the_file_defines(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def cross_entropy_backwards(x):\n    pass\n\ndef helper():\n    pass\n\nN = 3\n")
+    outcome = either.call(path, "cross_entropy_backward", torch.ones(1))
+    assert outcome.status == "missing_function"
+    assert outcome.message == (
+        "ex2_cross_entropy.py has no function 'cross_entropy_backward'; it defines cross_entropy_backwards, helper"
+    )
+
+
+def test_a_name_that_is_not_a_function_is_missing(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "f = 3\n")
+    outcome = either.call(path, "f")
+    assert outcome.status == "missing_function"
+    assert outcome.message == "ex2_cross_entropy.py defines 'f' as a int, not a function"
+
+
+@pytest.mark.parametrize(
+    "cheat, name",
+    [
+        (
+            "logits.requires_grad_()\n    F.cross_entropy(logits, Yb).backward()\n    return logits.grad",
+            "torch.Tensor.backward()",
+        ),
+        (
+            "x = logits.clone().requires_grad_()\n    return torch.autograd.grad(F.cross_entropy(x, Yb), x)[0]",
+            "torch.autograd.grad()",
+        ),
+        ("return torch.func.grad(lambda x: F.cross_entropy(x, Yb))(logits)", "torch.func.grad()"),
+    ],
+    ids=["backward", "autograd.grad", "func.grad"],
+)
+def test_using_autograd_is_forbidden(either: Sandbox, tmp_path: Path, cheat: str, name: str) -> None:
+    source = f"import torch.nn.functional as F\n\ndef cross_entropy_backward(logits, Yb):\n    {cheat}\n"
+    path = student(tmp_path, source)
+    outcome = either.call(path, "cross_entropy_backward", torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))
+    assert outcome.status == "forbidden"
+    assert outcome.message.startswith(f"AutogradForbidden: manual backward must not use autograd: {name} was called")
+    assert "\nat ex2_cross_entropy.py:" in outcome.message
+    assert outcome.value is None
+
+
+def test_sys_exit_is_reported_as_exited(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f(x):\n    sys.exit(3)\n")
+    outcome = either.call(path, "f", torch.ones(1))
+    assert outcome.status == "exited"
+    assert outcome.message.startswith("the code called sys.exit(3) (or exit or quit); a graded function must return")
+    assert outcome.message.endswith(f"at ex2_cross_entropy.py:{line_of(path, 'sys.exit')}: sys.exit(3)")
+
+
+def test_in_place_changes_do_not_reach_the_callers_tensors(either: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        def f(x, parts, f):
+            x.zero_()
+            parts["w"].fill_(7)
+            f.h.add_(1)
+            return x
+        """,
+    )
+    x = torch.arange(4.0)
+    w = torch.ones(2)
+    forward = SimpleNamespace(h=torch.zeros(3), n=3)
+    outcome = either.call(path, "f", x, {"w": w}, f=forward)
+    assert outcome.ok, outcome.message
+    torch.testing.assert_close(outcome.value.tensor, torch.zeros(4))
+    torch.testing.assert_close(x, torch.arange(4.0))
+    torch.testing.assert_close(w, torch.ones(2))
+    torch.testing.assert_close(forward.h, torch.zeros(3))
+
+
+def test_arguments_arrive_detached_even_when_the_caller_tracks_grad(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f(x):\n    return [x.requires_grad, x.grad_fn is None, x * 1]\n")
+    x = torch.ones(3, requires_grad=True) * 2  # a non-leaf: it cannot even be pickled as it is
+    outcome = either.call(path, "f", x)
+    assert outcome.ok, outcome.message
+    assert outcome.value[:2] == [False, True]
+
+
+def test_global_settings_the_student_changes_are_undone(either: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        def change(x):
+            torch.set_default_dtype(torch.float64)
+            torch.set_grad_enabled(False)
+            return x
+
+        def look():
+            return [str(torch.get_default_dtype()), torch.is_grad_enabled()]
+        """,
+    )
+    assert either.call(path, "change", torch.ones(1)).ok
+    assert torch.get_default_dtype() == torch.float32
+    assert torch.is_grad_enabled()
+    assert either.call(path, "look").value == ["torch.float32", True]
+
+
+def test_prints_are_captured_for_their_call_only(
+    either: Sandbox, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = student(
+        tmp_path,
+        """
+        print("at import")
+
+        def noisy(x):
+            print("dlogits", x.shape)
+            print("careful", file=sys.stderr)
+            return x
+
+        def quiet(x):
+            return x
+        """,
+    )
+    noisy = either.call(path, "noisy", torch.ones(2))
+    quiet = either.call(path, "quiet", torch.ones(2))
+    assert noisy.stdout == "at import\ndlogits torch.Size([2])\ncareful\n"
+    assert quiet.stdout == "at import\n"
+    assert capfd.readouterr() == ("", "")
+
+
+def test_output_written_below_python_is_captured_in_the_worker(
+    sandbox: Sandbox, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = student(tmp_path, "def f():\n    os.write(1, b'raw out\\n')\n    os.write(2, b'raw err\\n')\n")
+    outcome = sandbox.call(path, "f")
+    assert outcome.stdout == "raw out\nraw err\n"
+    assert capfd.readouterr() == ("", "")
+
+
+def test_long_output_is_cut(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f():\n    for i in range(10_000):\n        print('line', i)\n")
+    outcome = either.call(path, "f")
+    assert outcome.ok
+    assert outcome.stdout.startswith("line 0\nline 1\n")
+    assert len(outcome.stdout) < OUTPUT_LIMIT + 100
+    assert "more characters of output not shown" in outcome.stdout
+
+
+def test_an_unpicklable_return_is_an_error_naming_its_type(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f(x):\n    return {'g': (i for i in range(3))}\n")
+    outcome = either.call(path, "f", torch.ones(1))
+    assert outcome.status == "error"
+    assert outcome.message.startswith("returned a generator, which cannot be sent back to the grader")
+
+
+def test_an_instance_of_the_students_own_class_is_refused_alike_in_both_modes(either: Sandbox, tmp_path: Path) -> None:
+    # The grader's process cannot import the student's module to unpickle it.
+    path = student(tmp_path, "class Grads:\n    pass\n\ndef f():\n    return Grads()\n")
+    outcome = either.call(path, "f")
+    assert outcome.status == "error"
+    assert outcome.message.startswith("returned a Grads, which cannot be sent back to the grader")
+
+
+def test_edits_to_the_file_are_seen_by_the_next_call(either: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f():\n    return 1\n")
+    assert either.call(path, "f").value == 1
+    path.write_text("def f():\n    return 2\n")
+    assert either.call(path, "f").value == 2
+
+
+def test_the_worker_is_a_separate_process_kept_between_calls(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def pid():\n    return os.getpid()\n")
+    first, second = sandbox.call(path, "pid"), sandbox.call(path, "pid")
+    assert first.value == second.value != os.getpid()
+
+
+def test_a_call_that_redirects_the_streams_does_not_silence_the_next(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        def hide():
+            sys.stdout = open(os.devnull, "w")
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+
+        def speak():
+            print("heard")
+        """,
+    )
+    assert sandbox.call(path, "hide").ok
+    assert sandbox.call(path, "speak").stdout == "heard\n"
+
+
+def test_a_thread_left_running_gets_the_worker_replaced(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        import threading, time
+
+        def spin():
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+            return os.getpid()
+
+        def pid():
+            return os.getpid()
+        """,
+    )
+    spun = sandbox.call(path, "spin")
+    assert spun.ok
+    assert sandbox.call(path, "pid").value != spun.value
+
+
+def test_a_memory_blow_up_fails_only_its_call(sandbox: Sandbox, tmp_path: Path) -> None:
+    # 4 GiB of address space: granted lazily without a limit, refused under 3 GiB.
+    path = student(tmp_path, "def f():\n    return torch.empty(2**30).shape\n\ndef g():\n    return 1\n")
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "error"
+    assert "can't allocate memory" in outcome.message
+    assert outcome.message.endswith("(a call may use at most 3 GiB of memory)")
+    assert sandbox.call(path, "g").value == 1
+    assert Sandbox(isolate=False).call(path, "f").value == (2**30,)
+
+
+def test_an_infinite_loop_times_out_and_the_next_call_works(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        "def f(x):\n    print('started')\n    while True:\n        x = x + 1\n\ndef g():\n    return os.getpid()\n",
+    )
+    before = sandbox.call(path, "g").value
+    outcome = sandbox.call(path, "f", torch.ones(1), timeout=1.5)
+    assert outcome.status == "timeout"
+    assert outcome.message.startswith("the call did not finish within 1.5 s and was stopped; an infinite loop")
+    assert 1.5 <= outcome.duration < 10
+    assert outcome.stdout == "started\n"
+    after = sandbox.call(path, "g")
+    assert after.ok
+    assert after.value != before
+
+
+def test_os_exit_is_a_crash_and_the_next_call_works(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "def f():\n    print('bye')\n    os._exit(0)\n\ndef g():\n    return 1\n")
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "crashed"
+    assert outcome.message.startswith("the worker process exited with code 0 during the call")
+    assert "os._exit()" in outcome.message
+    assert outcome.stdout == "bye\n"
+    assert sandbox.call(path, "g").value == 1
+
+
+def test_a_worker_killed_by_a_signal_is_a_crash_naming_it(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "import signal\n\ndef f():\n    os.kill(os.getpid(), signal.SIGSEGV)\n")
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "crashed"
+    assert outcome.message.startswith("the worker process was killed by SIGSEGV during the call")
+    assert "Fatal Python error: Segmentation fault" in outcome.stdout  # faulthandler's report
+
+
+def test_close_stops_the_worker(sandbox: Sandbox, tmp_path: Path) -> None:
+    # Last of the worker's tests: a call after close() would start a new worker,
+    # as the tests of timeouts and crashes already show.
+    path = student(tmp_path, "def pid():\n    return os.getpid()\n")
+    pid = sandbox.call(path, "pid").value
+    os.kill(pid, 0)
+    sandbox.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_outcomes_are_frozen() -> None:
+    outcome = Outcome("ok", 1)
+    with pytest.raises(AttributeError):
+        outcome.status = "error"  # type: ignore[misc]
+    assert outcome.ok and not Outcome("timeout").ok
