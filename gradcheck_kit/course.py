@@ -29,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["EXERCISES", "Exercise", "Grader", "Hints"]
+__all__ = ["EXERCISES", "LAYER_CHECKS", "Exercise", "Grader", "Hints", "LayerCheck"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ EXERCISES: dict[str, Exercise] = {
         Exercise("ex2", "ex2_cross_entropy.py", "cross_entropy_backward", "exercise 2: cross-entropy backward"),
         Exercise("ex3", "ex3_batchnorm.py", "batchnorm_backward", "exercise 3: batchnorm backward"),
         Exercise("ex4", "ex4_embedding.py", "embedding_backward", "exercise 4: embedding backward"),
+        Exercise("ex5", "ex5_layers.py", "Linear", "exercise 5: layers"),
+        Exercise("ex6", "ex6_training.py", "train_step", "exercise 6: training"),
     )
 }
 
@@ -123,6 +125,13 @@ class Grader:
             self._cache[(key, config)] = grade(self, EXERCISES[key], config)
         return self._cache[(key, config)]
 
+    def grade_layers(self, check: LayerCheck) -> Result:
+        """Run and grade one check of exercises 5 and 6 (see :data:`LAYER_CHECKS`)."""
+        key = (check.key, Config())
+        if key not in self._cache:
+            self._cache[key] = _layers(self, check)
+        return self._cache[key]
+
     def run(self, exercise: Exercise, config: Config, *args: Any) -> Outcome:
         path = self.impl_dir / exercise.file
         if not path.is_file():
@@ -156,10 +165,13 @@ def describe(outcome: Outcome) -> str:
     return text
 
 
-def _failure_report(exercise: Exercise, outcome: Outcome, reference: Mapping[str, torch.Tensor]) -> Report:
+def _failure_report(
+    exercise: Exercise, outcome: Outcome, reference: Mapping[str, torch.Tensor], title: str | None = None
+) -> Report:
     verdict = NOT_STARTED if outcome.status == "not_started" else ERROR
     message = describe(outcome)
-    return Report(exercise.title, tuple(row_for_error(name, ref, verdict, message) for name, ref in reference.items()))
+    rows = tuple(row_for_error(name, ref, verdict, message) for name, ref in reference.items())
+    return Report(title or exercise.title, rows)
 
 
 def _chunked(grader: Grader, exercise: Exercise, config: Config) -> Result:
@@ -279,3 +291,84 @@ _FUSED: dict[str, Callable[[Forward, Hints], _Inputs]] = {
     "ex3": _batchnorm_inputs,
     "ex4": _embedding_inputs,
 }
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One graded check of exercises 5 and 6, run by :mod:`gradcheck_kit.layers_harness`.
+
+    Attributes:
+        key: the check's name in test ids and tables.
+        exercise: the exercise it is graded under.
+        function: the check in :mod:`gradcheck_kit.layers_grading`.
+        files: the exercises whose files it needs, in the function's argument order.
+        options: keyword arguments for the function.
+    """
+
+    key: str
+    exercise: str
+    function: str
+    files: tuple[str, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"{EXERCISES[self.exercise].title}: {self.key.replace('_', ' ')}"
+
+
+LAYER_CHECKS: dict[str, LayerCheck] = {
+    c.key: c
+    for c in (
+        LayerCheck("linear", "ex5", "grade_linear", ("ex5",)),
+        LayerCheck("linear_without_bias", "ex5", "grade_linear", ("ex5",), {"bias": False}),
+        LayerCheck("batchnorm_training", "ex5", "grade_batchnorm", ("ex5",)),
+        LayerCheck("batchnorm_eval", "ex5", "grade_batchnorm", ("ex5",), {"training": False}),
+        LayerCheck("tanh", "ex5", "grade_tanh", ("ex5",)),
+        LayerCheck("deep_mlp", "ex5", "grade_mlp", ("ex5",)),
+        LayerCheck("training_steps", "ex6", "grade_training_steps", ("ex6", "ex5")),
+        LayerCheck("calibration", "ex6", "grade_calibration", ("ex6", "ex5")),
+        LayerCheck("loss_target", "ex6", "train_to_target", ("ex6", "ex5")),
+    )
+}
+
+
+def _layers(grader: Grader, check: LayerCheck) -> Result:
+    from gradcheck_kit import layers_harness
+    from gradcheck_kit.comparison import compare
+    from gradcheck_kit.grading import grading_tolerances
+
+    exercise = EXERCISES[check.exercise]
+    paths = [grader.impl_dir / EXERCISES[key].file for key in check.files]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        outcome = Outcome("import_error", message=f"there is no {missing[0]} in {grader.impl_dir}")
+    else:
+        harness = Path(layers_harness.__file__)
+        outcome = grader.sandbox.call(
+            harness, "run", check.function, *map(str, paths), guarded=False, **dict(check.options)
+        )
+        if outcome.ok and outcome.value["status"] != "ok":
+            outcome = replace(outcome, status=outcome.value["status"], message=outcome.value["message"], value=None)
+    if not outcome.ok:
+        placeholder = {check.key: torch.zeros(())}
+        return Result(exercise, Config(), outcome, _failure_report(exercise, outcome, placeholder, check.title))
+    value = outcome.value
+    if "run" in value:
+        run = value["run"]
+        c = compare("dev loss", torch.tensor(run["loss"]), torch.tensor(run["target"]), rtol=0.0, atol=float("inf"))
+        row = Row(c, "ok" if run["reached"] else "wrong", run["message"])
+        return Result(exercise, Config(), outcome, Report(check.title, (row,)))
+    rows = []
+    for name, actual, expected, rtol, atol in value["checks"]:
+        actual, expected = _restore(actual), _restore(expected)
+        if rtol is None:
+            rtol, atol = grading_tolerances(expected)
+        c = compare(name, actual, expected, rtol=rtol, atol=atol)
+        rows.append(Row(c, "exact" if c.exact else "ok") if c.approximate else _wrong_row(c))
+    return Result(exercise, Config(), outcome, Report(check.title, tuple(rows)))
+
+
+def _wrong_row(c: Any) -> Row:
+    if c.problem == "missing":
+        return Row(c, NOT_STARTED, "no value yet")
+    return Row(c, "wrong", " ".join(c.message.splitlines()[:2]))

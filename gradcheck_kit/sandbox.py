@@ -186,6 +186,7 @@ class Sandbox:
         *args: Any,
         device: str = "cpu",
         timeout: float | None = None,
+        guarded: bool = True,
         **kwargs: Any,
     ) -> Outcome:
         """Call ``func_name(*args, **kwargs)`` from the file at ``path``.
@@ -193,8 +194,8 @@ class Sandbox:
         The file is loaded afresh, so edits are seen. Tensors in the
         arguments (also inside lists, tuples, dicts and SimpleNamespaces) are
         handed over as detached copies on ``device``: the caller's tensors
-        are never modified. ``device`` and ``timeout`` are the sandbox's own
-        keywords; every other keyword goes to the function.
+        are never modified. ``device``, ``timeout`` and ``guarded`` are the
+        sandbox's own keywords; every other keyword goes to the function.
 
         Args:
             path: the implementation file.
@@ -202,6 +203,9 @@ class Sandbox:
             device: where the tensor arguments go, e.g. ``"cuda"``.
             timeout: this call's limit in seconds, instead of the sandbox's;
                 ignored in this process.
+            guarded: run under :func:`~gradcheck_kit.guard.forbid_autograd`. A
+                grading harness that needs autograd for its references, and
+                guards the student's calls itself, passes False.
 
         Returns:
             The :class:`Outcome`.
@@ -209,7 +213,7 @@ class Sandbox:
         Raises:
             WorkerStartError: when no worker process could be started.
         """
-        call = _Call(str(path), func_name, args, kwargs, device)
+        call = _Call(str(path), func_name, args, kwargs, device, guarded=guarded)
         if not self.isolate:
             return _run_here(call)
         call = dataclasses.replace(
@@ -277,6 +281,7 @@ class _Call:
     kwargs: dict[str, Any]
     device: str
     memory_limit: int | None = None
+    guarded: bool = True
 
 
 class _Reply(NamedTuple):
@@ -335,7 +340,8 @@ def _call_function(module: ModuleType, call: _Call, path: Path, torch: ModuleTyp
     threads = threading.active_count()
     started = time.perf_counter()
     try:
-        with _memory_limit(memory_limit, torch), forbid_autograd():
+        guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
+        with _memory_limit(memory_limit, torch), guard:
             value = func(*args, **kwargs)
             if on_cuda:
                 torch.cuda.synchronize(call.device)

@@ -227,6 +227,17 @@ def test_using_autograd_is_forbidden(either: Sandbox, tmp_path: Path, cheat: str
     assert outcome.value is None
 
 
+def test_an_unguarded_harness_may_use_autograd_for_its_references(either: Sandbox, tmp_path: Path) -> None:
+    source = "import torch.nn.functional as F\n\ndef reference(logits, Yb):\n    x = logits.requires_grad_()\n"
+    source += "    F.cross_entropy(x, Yb).backward()\n    return x.grad\n"
+    path = student(tmp_path, source)
+    args = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    assert either.call(path, "reference", *args).status == "forbidden"
+    outcome = either.call(path, "reference", *args, guarded=False)
+    assert outcome.status == "ok"
+    assert unwrap(outcome.value).shape == (4, 5)
+
+
 def test_sys_exit_is_reported_as_exited(either: Sandbox, tmp_path: Path) -> None:
     path = student(tmp_path, "def f(x):\n    sys.exit(3)\n")
     outcome = either.call(path, "f", torch.ones(1))

@@ -1,0 +1,15 @@
+"""Exercise 6: training with your own backward matches an autograd-trained twin and reaches a loss target."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradcheck_kit.course import LAYER_CHECKS
+
+CHECKS = [key for key, check in LAYER_CHECKS.items() if check.exercise == "ex6"]
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_training(check, grader, gradcheck):
+    result = grader.grade_layers(LAYER_CHECKS[check])
+    gradcheck.check(result.report, table=result.report.title)
