@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     status = run(python, "-m", "pytest", "tests", *rest, check=False)
     if status != 0:
         return status
-    return run(python, "-m", "gradcheck_kit", "bench", "--quick", check=False)
+    return run(python, "-m", "gradcheck_kit", "bench", "--quick", "--threads", "1", check=False)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ DEFAULT_SEED = 2147483647
 NOT_STARTED = "not started"
 
 
-@dataclass
+@dataclass(eq=False)  # registered as a plugin, which must stay hashable
 class RunTables:
     """Rows collected over a run, grouped by table title; a later row of a name replaces an earlier one."""
 

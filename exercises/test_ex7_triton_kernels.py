@@ -1,0 +1,87 @@
+"""Exercise 7: the Triton kernels, graded against autograd like exercises 2 and 3.
+
+They run on CUDA, so without a CUDA device or without Triton the tests are
+skipped, with the reason. ``TRITON_INTERPRET=1`` grades them on the CPU too, in
+Triton's interpreter: slow, but enough to find a wrong index.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+pytestmark = pytest.mark.gradcheck(exercise="ex7")
+
+FILE = "ex7_triton_kernels.py"
+#: The notebook's size first, then: a row in one block, the longest row held in registers, rows read block by block.
+CROSS_ENTROPY_SHAPES = [(32, 27), (64, 1000), (4, 32768), (5, 50257)]
+#: The notebook's size first, then: one column, several blocks of rows and of columns, ragged edges.
+BATCHNORM_SHAPES = [(32, 64), (7, 1), (300, 130), (1000, 33)]
+
+
+@pytest.fixture
+def triton_device(device):
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("exercise 7 needs Triton: pip install triton (Linux, with a CUDA GPU)")
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton kernels are graded on CUDA; TRITON_INTERPRET=1 grades them on the CPU, slowly")
+    return device
+
+
+def _row(name, outcome, expected):
+    from gradcheck_kit.course import describe
+    from gradcheck_kit.grading import grade_gradient, row_for_error
+    from gradcheck_kit.report import ERROR, NOT_STARTED
+    from gradcheck_kit.sandbox import ReturnedTensor
+
+    if not outcome.ok:
+        verdict = NOT_STARTED if outcome.status == "not_started" else ERROR
+        return row_for_error(name, expected, verdict, describe(outcome))
+    value = outcome.value
+    if isinstance(value, ReturnedTensor):
+        value = value.tensor.to(value.info.device)
+    return grade_gradient(name, value, expected)
+
+
+def test_cross_entropy_kernel(triton_device, impl_dir, sandbox, gradcheck):
+    """dlogits at the notebook's size, then at the sizes that take the kernel's other paths."""
+    import torch
+
+    from gradcheck_kit.bench.ops import CROSS_ENTROPY
+    from gradcheck_kit.bench.runner import SEED
+
+    for n, vocab_size in CROSS_ENTROPY_SHAPES:
+        params = {"n": n, "v": vocab_size}
+        inputs = CROSS_ENTROPY.make_inputs(params, torch.device(triton_device), torch.float32, SEED, True)
+        assert inputs.expected is not None
+        f = inputs.f
+        outcome = sandbox.call(impl_dir / FILE, "cross_entropy_backward_triton", f.logits, f.Yb, device=triton_device)
+        gradcheck.check(
+            _row("logits", outcome, inputs.expected["logits"]),
+            table=f"exercise 7: Triton cross-entropy backward, {n}x{vocab_size} [{triton_device}]",
+            record=(n, vocab_size) == CROSS_ENTROPY_SHAPES[0],
+        )
+
+
+def test_batchnorm_kernel(triton_device, impl_dir, sandbox, gradcheck):
+    """dhprebn at the notebook's size, then at sizes with several blocks and ragged edges."""
+    import torch
+
+    from gradcheck_kit.bench.ops import BATCHNORM
+    from gradcheck_kit.bench.runner import SEED
+
+    for n, n_hidden in BATCHNORM_SHAPES:
+        inputs = BATCHNORM.make_inputs({"n": n, "c": n_hidden}, torch.device(triton_device), torch.float32, SEED, True)
+        assert inputs.expected is not None
+        f = inputs.f
+        outcome = sandbox.call(
+            impl_dir / FILE, "batchnorm_backward_triton", f.dhpreact, f.bngain, f.bnraw, f.bnvar_inv,
+            device=triton_device,
+        )  # fmt: skip
+        gradcheck.check(
+            _row("hprebn", outcome, inputs.expected["hprebn"]),
+            table=f"exercise 7: Triton batchnorm backward, {n}x{n_hidden} [{triton_device}]",
+            record=(n, n_hidden) == BATCHNORM_SHAPES[0],
+        )
