@@ -156,7 +156,7 @@ def _restore(value: Any) -> Any:
 
 def describe(outcome: Outcome) -> str:
     """What went wrong with a call, in one paragraph, with what the call printed."""
-    text = outcome.message
+    text = " ".join(outcome.message.split("\n"))
     if outcome.status == "not_started":
         text = f"not started ({outcome.message})" if outcome.message else "not started"
     if outcome.stdout.strip():
@@ -217,9 +217,13 @@ def _fused(grader: Grader, exercise: Exercise, config: Config) -> Result:
     fwd = grader.forward(config)
     inputs, expected, mistakes = _FUSED[exercise.key](fwd, grader.hints)
     outcome = grader.run(exercise, config, *inputs)
-    name = "d" + {"ex2": "logits", "ex3": "hprebn", "ex4": "C"}[exercise.key]
+    name = {"ex2": "logits", "ex3": "hprebn", "ex4": "C"}[exercise.key]
     if not outcome.ok:
         report = _failure_report(exercise, outcome, {name: expected})
+    elif outcome.value is None:
+        # The stubs raise NotImplementedError: None here is a missing return statement.
+        missing = row_for_error(name, expected, ERROR, f"{exercise.function} returned None: is a return missing?")
+        report = Report(exercise.title, (missing,))
     else:
         hint = grader.hints.exercise.get(exercise.key, "")
         row = grade_gradient(name, outcome.value, expected, n=config.n, mistakes=mistakes, hint=hint)

@@ -117,14 +117,20 @@ def diagnose(
         if wrong.shape == actual.shape and close(actual, wrong) and not close(wrong, expected):
             return mistake.message
     if branches and len(branches) > 1:
-        for left_out, _ in branches.items():
-            partial = sum(g for name, g in branches.items() if name != left_out)
-            if isinstance(partial, torch.Tensor) and close(actual, partial):
-                used = ", ".join(f"'{name}'" for name in branches)
+        used = ", ".join(f"'{name}'" for name in branches)
+        for name, branch in branches.items():
+            others = sum(g for other, g in branches.items() if other != name)
+            if not isinstance(others, torch.Tensor):
+                continue
+            if close(actual, others):
                 return (
-                    f"the contribution through '{left_out}' is missing: this tensor is used by {used}, "
+                    f"the contribution through '{name}' is missing: this tensor is used by {used}, "
                     "and its gradient is the sum over every use (accumulate with +=)"
                 )
+            c = fit_factor(actual - others, branch)
+            if c is not None and not close(c * branch, branch):
+                label = factor_name(c, n) or f"{c:.4g}"
+                return f"the contribution through '{name}' is off by a constant factor of {label}; the others are right"
     c = fit_factor(actual, expected)
     if c is not None:
         label = factor_name(c, n)

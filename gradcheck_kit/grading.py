@@ -105,6 +105,10 @@ def _join(*parts: str) -> str:
     return " — ".join(p for p in parts if p)
 
 
+def _nonfinite(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+
+
 def _usable(value: object, like: torch.Tensor) -> torch.Tensor | None:
     """The student's gradient as an upstream for the next step, when it can serve as one."""
     if not isinstance(value, torch.Tensor) or value.shape != like.shape or not value.is_floating_point():
@@ -139,6 +143,7 @@ def grade_steps(
     """
     hints = hints or {}
     mistakes = mistakes or {}
+    nonfinite = {name for name, value in student.items() if _nonfinite(value)}
     every = recording.grads(loss)
     upstream: dict[str, torch.Tensor] = {}
     for name, ref in every.items():
@@ -156,6 +161,11 @@ def grade_steps(
         scale = _scale(upstream[c] for c in recording.consumers(name) if c in upstream)
         c = graded_compare(name, actual, expected, scale)
         known = mistakes.get(name, ())
+        if c.problem == "nonfinite" and nonfinite & set(recording.consumers(name)):
+            # NaN and Inf spread down the backward pass: only the step that made them is wrong.
+            source = f" (first wrong step: d{first_wrong})" if first_wrong else ""
+            rows.append(Row(c, INHERITED, f"the NaN/Inf values come from upstream{source}"))
+            continue
         if c.problem == "mismatch" and branches:
             step = sum(branches.values())
             assert isinstance(step, torch.Tensor)

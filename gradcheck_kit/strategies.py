@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from gradcheck_kit.makemore import Config
@@ -17,6 +17,8 @@ GRADING_SETTINGS = settings(
     database=None,
     deadline=None,
     print_blob=False,
+    # Explaining a failure re-grades it about a hundred times; the shrunk example says enough.
+    phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
