@@ -21,8 +21,8 @@ from __future__ import annotations
 import itertools
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
-from types import FrameType
+from collections.abc import Callable, Iterator, Mapping
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -236,6 +236,8 @@ class record:
         self._shadow: dict[int, torch.Tensor] = {}
         self._busy = False
         self._earlier: dict[int, str] = {}
+        self._earlier_tensors: dict[str, list[torch.Tensor]] = {}
+        self._local_by_tensor: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._previous_trace: Any = None
         self._previous_frame_trace: Any = None
 
@@ -293,6 +295,7 @@ class record:
                     continue  # an alias of a tensor already named
                 if previous is not None:
                     self.recording.rebound[name] = self.recording.rebound.get(name, 1) + 1
+                    self._earlier_tensors.setdefault(name, []).append(previous)
                 self._bound[name] = value
                 self._bind(name, value)
         finally:
@@ -311,6 +314,7 @@ class record:
             leaf = tensor.detach().requires_grad_()
             rec._local_leaf[name] = leaf
             self._shadow[id(tensor)] = leaf
+            self._local_by_tensor[id(tensor)] = (rec._local_out[name], leaf)
 
     # -- torch operations ----------------------------------------------------
 
@@ -347,8 +351,20 @@ class record:
 
     def _finish(self, frame: FrameType) -> None:
         rec = self.recording
+        named = {id(t) for t in rec.intermediates.values()}
+        created = {id(t): t for t in self._keep}
+        attributes = _attribute_names(frame, lambda t: id(t) in created and id(t) not in named)
+        for tensor_id, name in attributes.items():
+            rec.intermediates[name] = created[tensor_id]
+            if tensor_id in self._local_by_tensor:
+                # Bound to a rebound variable while it was built (`x = layer(x)`): its step is known.
+                rec._local_out[name], leaf = self._local_by_tensor[tensor_id]
+                rec._local_leaf[name] = leaf
+                self._earlier.pop(id(leaf), None)
         rec.intermediates = dict(sorted(rec.intermediates.items(), key=lambda kv: self._seq[id(kv[1])]))
         for name, count in rec.rebound.items():
+            if all(id(t) in attributes for t in self._earlier_tensors.get(name, ())):
+                continue  # `x = layer(x)` in a loop: every earlier x is named as layer.out
             warnings.warn(
                 f"'{name}' was bound to {count} different tensors in the recorded block; only the last one "
                 "is recorded. Give each intermediate its own name to check its gradient.",
@@ -380,11 +396,40 @@ class record:
 
     def _name_leaves(self, frame: FrameType) -> dict[int, str]:
         names: dict[int, str] = {id(t): n for n, t in self._leaf_names.items()}
-        for namespace in (frame.f_globals, frame.f_locals):
+        for namespace in (frame.f_locals, frame.f_globals):
             for name, value in namespace.items():
                 if isinstance(value, torch.Tensor) and value.is_leaf and value.requires_grad:
                     names.setdefault(id(value), name)
+        for tensor_id, name in _attribute_names(frame, lambda t: t.is_leaf and t.requires_grad).items():
+            names.setdefault(tensor_id, name)
         return names
+
+
+#: How many items of a list of layers are searched for tensor attributes.
+_MAX_ITEMS = 1000
+
+
+def _attribute_names(frame: FrameType, wanted: Callable[[torch.Tensor], bool]) -> dict[int, str]:
+    """Name tensors held as attributes of the frame's objects: ``layers[3].out``, ``model.weight``."""
+    names: dict[int, str] = {}
+    namespaces = [frame.f_locals] if frame.f_locals is frame.f_globals else [frame.f_locals, frame.f_globals]
+    for namespace in namespaces:
+        for name, value in list(namespace.items()):
+            if isinstance(value, (list, tuple)):
+                owners = [(f"{name}[{i}]", item) for i, item in enumerate(value[:_MAX_ITEMS])]
+            else:
+                owners = [(name, value)]
+            for prefix, owner in owners:
+                if (
+                    isinstance(owner, (type, ModuleType, torch.Tensor))
+                    or callable(owner)
+                    and not hasattr(owner, "__dict__")
+                ):
+                    continue
+                for attr, item in list(getattr(owner, "__dict__", {}).items()):
+                    if isinstance(item, torch.Tensor) and wanted(item):
+                        names.setdefault(id(item), f"{prefix}.{attr}")
+    return names
 
 
 def _graph_leaves(tensor: torch.Tensor) -> Iterator[torch.Tensor]:

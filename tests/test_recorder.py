@@ -191,3 +191,35 @@ def test_check_grades_steps_and_names_the_first_wrong_one(capsys):
     assert report["y"].verdict == "wrong" and "first wrong step" in report["y"].note
     assert report["x"].verdict == "inherited"
     assert "first wrong step" in capsys.readouterr().out
+
+
+class Layer:
+    def __init__(self, fan_in, fan_out, generator):
+        self.weight = torch.randn(fan_in, fan_out, generator=generator).requires_grad_()
+
+    def __call__(self, x):
+        self.out = torch.tanh(x @ self.weight)
+        return self.out
+
+
+def test_layer_outputs_and_weights_are_named_by_attribute_in_a_loop():
+    g = torch.Generator().manual_seed(0)
+    layers = [Layer(4, 5, g), Layer(5, 5, g), Layer(5, 3, g)]
+    x0 = torch.randn(2, 4, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # `x = layer(x)` is the idiom: no rebinding warning
+        with record() as rec:
+            x = x0
+            for layer in layers:
+                x = layer(x)
+            loss = x.sum()
+    assert [n for n in rec.intermediates if n.startswith("layers")] == [
+        "layers[0].out",
+        "layers[1].out",
+    ]
+    assert rec.intermediates["x"] is layers[2].out
+    assert {"layers[0].weight", "layers[1].weight", "layers[2].weight"} <= set(rec.leaves)
+    assert rec.inputs["layers[1].out"] == ("layers[0].out", "layers[1].weight")
+    grads = rec.grads(loss)
+    assert grads["layers[1].out"].shape == (2, 5)
+    assert grads["layers[0].weight"].shape == (4, 5)
