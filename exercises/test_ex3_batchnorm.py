@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 
 from gradcheck_kit.makemore import Config
 from gradcheck_kit.strategies import GRADING_SETTINGS, configs
+
+pytestmark = pytest.mark.gradcheck(exercise="ex3")
 
 
 def test_notebook_shapes(device, grader, gradcheck):
@@ -13,10 +16,12 @@ def test_notebook_shapes(device, grader, gradcheck):
     gradcheck.check(result.report, table=f"{result.exercise.title} [{device}]")
 
 
+@pytest.mark.gradcheck(visibility="after_due_date")
 def test_other_shapes(device, grader, gradcheck):
     """It also matches at other batch, vocabulary and layer sizes (nothing hard-coded)."""
     base = grader.grade("ex3", Config(device=device))
-    if not base.outcome.ok:
+    # Wrong at the notebook's shapes already: that test says why, and other shapes add nothing.
+    if not base.report.passed:
         gradcheck.check(base.report, table=f"{base.exercise.title} [{device}]", record=False)
 
     @GRADING_SETTINGS

@@ -6,6 +6,8 @@ import pytest
 
 from gradcheck_kit.course import LAYER_CHECKS
 
+pytestmark = pytest.mark.gradcheck(exercise="ex5")
+
 CHECKS = [key for key, check in LAYER_CHECKS.items() if check.exercise == "ex5"]
 
 

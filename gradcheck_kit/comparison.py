@@ -446,7 +446,7 @@ def _shape_hint(actual: tuple[int, ...], expected: tuple[int, ...]) -> str:
     both = _broadcast(actual, expected)
     if both == actual:
         padded = (1,) * (len(actual) - len(expected)) + expected
-        dims = tuple(i for i, (a, e) in enumerate(zip(actual, padded)) if e == 1 and a != 1)
+        dims = tuple(i for i, (a, e) in enumerate(zip(actual, padded, strict=True)) if e == 1 and a != 1)
         keepdim = " with keepdim=True" if len(actual) == len(expected) else ""
         return (
             "The forward pass broadcast this tensor, so its gradient must be summed over "
@@ -465,7 +465,7 @@ def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None
     # torch.broadcast_shapes would do, but its first call imports torch.fx (about a second).
     width = max(len(a), len(b))
     out = []
-    for m, n in zip((1,) * (width - len(a)) + a, (1,) * (width - len(b)) + b):
+    for m, n in zip((1,) * (width - len(a)) + a, (1,) * (width - len(b)) + b, strict=True):
         if m != n and 1 not in (m, n):
             return None
         out.append(n if m == 1 else m)

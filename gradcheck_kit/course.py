@@ -51,6 +51,9 @@ EXERCISES: dict[str, Exercise] = {
         Exercise("ex4", "ex4_embedding.py", "embedding_backward", "exercise 4: embedding backward"),
         Exercise("ex5", "ex5_layers.py", "Linear", "exercise 5: layers"),
         Exercise("ex6", "ex6_training.py", "train_step", "exercise 6: training"),
+        Exercise(
+            "ex7", "ex7_triton_kernels.py", "cross_entropy_backward_triton", "exercise 7: Triton kernels (optional)"
+        ),
     )
 }
 

@@ -86,7 +86,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "gradcheck(exercise, points=None): a graded test of an exercise and the points it is worth"
+        "markers",
+        "gradcheck(exercise=None, points=None, visibility=None): "
+        "a graded test, its exercise, its points and its Gradescope visibility",
     )
     tables = RunTables()
     config.stash[tables_key] = tables
