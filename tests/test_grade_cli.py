@@ -68,7 +68,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Graded:
 def test_a_correct_exercise_keeps_all_its_points_beside_hostile_ones(mixed: Graded):
     ex1 = mixed.exercise("ex1")
     assert len(ex1) == 27 and all(t["status"] == "passed" for t in ex1)
-    assert sum(t["score"] for t in ex1) == 60
+    assert sum(t["score"] for t in ex1) == 59
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,8 @@ def test_grading_prints_the_seed_the_tables_and_the_score_line(mixed: Graded):
     assert any(line.startswith("reproducible: forward pass seed 2147483647") for line in lines)
     assert "exercise 1: chunked backward [cpu]" in lines
     assert "26/26 gradients match" in lines
-    assert "Score: 60 / 100 (18 points in tests hidden from students until after the due date)" in lines
+    score = f"{mixed.results['score']:g}"
+    assert f"Score: {score} / 100 (13 points in tests hidden from students until after the due date)" in lines
 
 
 def test_anything_short_of_full_marks_exits_non_zero(mixed: Graded):
@@ -101,7 +102,9 @@ def test_anything_short_of_full_marks_exits_non_zero(mixed: Graded):
 
 def test_results_json_follows_gradescopes_specification(mixed: Graded):
     assert validate(mixed.results) == []
-    assert mixed.results["score"] == 60
+    # Exercise 1, and what exercises 5 and 6 (copied from the solutions) earn within the 1 s limit.
+    assert mixed.results["score"] == sum(t["score"] for t in mixed.results["tests"])
+    assert 59 <= mixed.results["score"] <= 74
     assert mixed.results["extra_data"]["complete"] is True
 
 
@@ -118,14 +121,14 @@ def test_results_json_is_written_even_when_the_submission_kills_the_grader(tmp_p
     assert data["extra_data"]["complete"] is False
     assert data["extra_data"]["reason"].startswith("the grading process was killed by SIGKILL")
     assert data["output"].startswith("**Grading did not finish:** the grading process was killed by SIGKILL")
-    assert "Score: 60 / 100" in graded.stdout.splitlines()
+    assert "Score: 59 / 100" in graded.stdout.splitlines()
     # What was graded before the kill stands; the killer's exercise is listed as not graded.
-    assert data["score"] == 60 and data["extra_data"]["total"] == 100
+    assert data["score"] == 59 and data["extra_data"]["total"] == 100
     assert "No module named 'torch_backprop_answers'" in graded.exercise("ex2")[0]["output"]
     assert "sys.exit(0)" in graded.exercise("ex3")[0]["output"]
     ex4 = graded.exercise("ex4")
     assert [(t["score"], t["status"]) for t in ex4] == [(0.0, "failed")] * len(ex4)
-    assert sum(t["max_score"] for t in ex4) == 12
+    assert sum(t["max_score"] for t in ex4) == 8
     assert all("killed by SIGKILL" in t["output"] for t in ex4)
 
 
