@@ -98,6 +98,8 @@ def _verdict(
         found = diagnose(actual, expected, n=n) if c.problem == "shape" else None
         return Row(c, WRONG, found or " ".join(c.message.split("\n")))
     found = diagnose(actual, expected, n=n, mistakes=mistakes, branches=branches)
+    if found in {m.message for m in mistakes}:
+        return Row(c, WRONG, found)  # a recognised mistake says all there is to say
     return Row(c, WRONG, _join(found or "", hint) or _first_line(c.message))
 
 
@@ -163,15 +165,15 @@ def grade_steps(
         known = mistakes.get(name, ())
         if c.problem == "nonfinite" and nonfinite & set(recording.consumers(name)):
             # NaN and Inf spread down the backward pass: only the step that made them is wrong.
-            source = f" (first wrong step: d{first_wrong})" if first_wrong else ""
+            source = f" (d{first_wrong})" if first_wrong else ""
             rows.append(Row(c, INHERITED, f"the NaN/Inf values come from upstream{source}"))
             continue
         if c.problem == "mismatch" and branches:
             step = sum(branches.values())
             assert isinstance(step, torch.Tensor)
             if graded_compare(name, actual, step, scale).approximate:
-                source = f" (first wrong step: d{first_wrong})" if first_wrong else ""
-                rows.append(Row(c, INHERITED, f"your step is right; the difference comes from upstream{source}"))
+                source = f" (d{first_wrong})" if first_wrong else ""
+                rows.append(Row(c, INHERITED, f"your step is right; the error is upstream{source}"))
                 continue
             row = _verdict(c, actual, step, n=n, mistakes=known, branches=branches, hint=hints.get(name, ""))
         else:

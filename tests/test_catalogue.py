@@ -136,7 +136,7 @@ def test_dlogprobs_without_1_over_n_fails_only_dlogprobs_and_every_later_step_is
         "b1": "ok",
     }
     run.result.stdout.fnmatch_lines(
-        ["probs *inherited*your step is right; the difference comes from upstream (first wrong*"]
+        ["probs *inherited*your step is right; the error is upstream (dlogprobs)*"]
     )
 
 
