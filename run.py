@@ -2,7 +2,7 @@
 """Set up a virtual environment in .venv, then grade the exercises or run the project's tests.
 
     python3 run.py grade [PYTEST ARGS]   grade exercises/ (add --impl DIR to grade another folder)
-    python3 run.py test [PYTEST ARGS]    run the project's own tests, then a quick benchmark
+    python3 run.py test [PYTEST ARGS]    run a quick benchmark, then the project's own tests
 
 Only python3 is needed. The first run creates .venv and installs PyTorch and
 gradcheck-kit into it (about a minute); later runs reuse it and start at once.
@@ -82,10 +82,11 @@ def main(argv: list[str]) -> int:
     python = ensure_environment()
     if command == "grade":
         return run(python, "-m", "pytest", "exercises", *rest, check=False)
-    status = run(python, "-m", "pytest", "tests", *rest, check=False)
+    # The benchmark smoke test first, so that pytest's summary is the last line printed.
+    status = run(python, "-m", "gradcheck_kit", "bench", "--quick", "--threads", "1", check=False)
     if status != 0:
         return status
-    return run(python, "-m", "gradcheck_kit", "bench", "--quick", "--threads", "1", check=False)
+    return run(python, "-m", "pytest", "tests", *rest, check=False)
 
 
 if __name__ == "__main__":

@@ -316,7 +316,7 @@ def impl_dir(request: pytest.FixtureRequest) -> Path:
 def sandbox(request: pytest.FixtureRequest) -> Iterator[object]:
     """Runs each exercise's code in its own worker process under the exercise's time limit."""
     from gradcheck_kit.course import EXERCISES
-    from gradcheck_kit.points import ExerciseSandbox
+    from gradcheck_kit.exercise_sandbox import ExerciseSandbox
     from gradcheck_kit.sandbox import Sandbox
 
     default, limits = _time_limits(request.config)

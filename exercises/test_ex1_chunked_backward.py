@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 
 from gradcheck_kit.makemore import GRADED, Config
-from gradcheck_kit.report import NOT_STARTED
 from gradcheck_kit.strategies import GRADING_SETTINGS, configs
 
 pytestmark = pytest.mark.gradcheck(exercise="ex1")

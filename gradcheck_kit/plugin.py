@@ -167,7 +167,6 @@ class GradeSheet:
         """
         __tracebackhide__ = True
         from gradcheck_kit.report import NOT_STARTED as NOT_STARTED_VERDICT
-        from gradcheck_kit.report import Report
 
         rows = self.record(rows, table=table) if record else list(_as_rows(rows))
         failing = [row for row in rows if not row.passed]

@@ -9,8 +9,9 @@ import pytest
 # Loaded before pytester's in-process run, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
+from gradcheck_kit.exercise_sandbox import ExerciseSandbox
 from gradcheck_kit.gradescope import TEST_PROPERTY
-from gradcheck_kit.points import CollectedTest, ExerciseSandbox, Scheme, SchemeError, given_on_command_line
+from gradcheck_kit.points import CollectedTest, Scheme, SchemeError, given_on_command_line
 from gradcheck_kit.sandbox import Outcome
 
 EXERCISES = Path(__file__).resolve().parent.parent / "exercises"

@@ -1,0 +1,308 @@
+"""One call of a student's function: the same steps in a worker process and in this one.
+
+:func:`execute` loads the file afresh, hands the function copies of the
+arguments on the requested device, runs it under
+:func:`~gradcheck_kit.guard.forbid_autograd` and the memory limit, and copies
+the tensors it returned to the CPU. Every way this can end becomes an
+:class:`~gradcheck_kit.sandbox.Outcome`: an exception's message names the
+student's own line, and an untouched stub's ``NotImplementedError`` is "not
+started" rather than an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import dis
+import inspect
+import pickle
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from gradcheck_kit.loading import load_module
+from gradcheck_kit.sandbox import Outcome, ReturnedTensor, Status, TensorInfo
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Call", "Reply", "exception_line", "execute", "failure", "map_tensors"]
+
+_GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class Call:
+    """Which function of which file to call, with what, and where."""
+
+    path: str
+    func_name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    device: str
+    memory_limit: int | None = None
+    guarded: bool = True
+
+
+class Reply(NamedTuple):
+    """How a call ended, as a worker sends it back."""
+
+    outcome: Outcome
+    # False when the call may have left the worker unfit for the next one.
+    reusable: bool = True
+
+
+class _Unsendable(Exception):
+    pass
+
+
+def execute(call: Call) -> Reply:
+    """Load the file and run ``call``; never raises for what the student's code does."""
+    import torch
+
+    path = Path(call.path).resolve()
+    with _torch_settings(torch):
+        try:
+            module = load_module(path)
+        except SystemExit as exc:
+            return Reply(_exited(exc, path))
+        except Exception as exc:
+            return Reply(_import_failure(exc, path))
+        try:
+            reply = _call_function(module, call, path, torch)
+        finally:
+            # Each call loads the file anew; the persistent worker must not collect them.
+            # Gone from sys.modules, the module's own classes also fail the check
+            # in _sendable, as they would fail to unpickle in the parent.
+            sys.modules.pop(module.__name__, None)
+    return _send_back(reply) if reply.outcome.ok else reply
+
+
+def _call_function(module: ModuleType, call: Call, path: Path, torch: ModuleType) -> Reply:
+    from gradcheck_kit.guard import forbid_autograd
+
+    func = getattr(module, call.func_name, None)
+    if not callable(func):
+        return Reply(failure("missing_function", _missing(module, call.func_name, path)))
+    try:
+        on_cuda = torch.device(call.device).type == "cuda"
+        args = map_tensors(call.args, lambda t: t.detach().to(call.device, copy=True))
+        kwargs = map_tensors(call.kwargs, lambda t: t.detach().to(call.device, copy=True))
+    except Exception as exc:
+        return Reply(failure("error", f"the arguments could not be moved to {call.device}: {exception_line(exc)}"))
+    memory_limit = None if on_cuda else call.memory_limit
+    threads = threading.active_count()
+    started = time.perf_counter()
+    try:
+        guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
+        with _memory_limit(memory_limit, torch), guard:
+            value = func(*args, **kwargs)
+            if on_cuda:
+                torch.cuda.synchronize(call.device)
+    except SystemExit as exc:
+        return Reply(_exited(exc, path, time.perf_counter() - started))
+    except Exception as exc:
+        outcome = _raised(exc, path, time.perf_counter() - started, memory_limit)
+        return Reply(outcome, reusable=not (on_cuda and _breaks_cuda(exc)))
+    outcome = Outcome("ok", value, duration=time.perf_counter() - started)
+    # A thread the function left running would go on competing with later calls.
+    return Reply(outcome, reusable=threading.active_count() <= threads)
+
+
+def _send_back(reply: Reply) -> Reply:
+    """Replace tensors in the returned value by CPU copies; refuse what cannot be pickled."""
+    outcome = reply.outcome
+    try:
+        value = map_tensors(outcome.value, _returned_tensor, _sendable)
+    except _Unsendable as exc:
+        return Reply(failure("error", str(exc), duration=outcome.duration), reply.reusable)
+    except Exception as exc:
+        message = f"the return value could not be copied back: {exception_line(exc)}"
+        return Reply(failure("error", message, duration=outcome.duration), reply.reusable)
+    return Reply(dataclasses.replace(outcome, value=value), reply.reusable)
+
+
+@contextlib.contextmanager
+def _torch_settings(torch: ModuleType) -> Iterator[None]:
+    """Run with TF32 off, and undo the global settings the student's code changes."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (torch.get_default_dtype(), torch.is_grad_enabled(), matmul.allow_tf32, cudnn.allow_tf32)
+    # TF32 keeps 10 mantissa bits: errors far above any gradient tolerance.
+    matmul.allow_tf32 = False
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved[0])
+        torch.set_grad_enabled(saved[1])
+        matmul.allow_tf32, cudnn.allow_tf32 = saved[2], saved[3]
+
+
+@contextlib.contextmanager
+def _memory_limit(limit: int | None, torch: ModuleType) -> Iterator[None]:
+    if limit is None or sys.platform == "win32" or torch.cuda.is_initialized():
+        yield
+        return
+    import resource
+
+    # Only the soft limit is lowered, so that it can be raised again afterwards.
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def map_tensors(value: Any, on_tensor: Callable[[Any], Any], on_other: Callable[[Any], Any] = lambda v: v) -> Any:
+    """Rebuild ``value`` with ``on_tensor`` applied to each tensor and ``on_other`` to each other leaf."""
+    torch = sys.modules.get("torch")  # not imported yet: there are no tensors
+
+    def walk(v: Any) -> Any:
+        if torch is not None and isinstance(v, torch.Tensor):
+            return on_tensor(v)
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if type(v) is tuple:
+            return tuple(walk(x) for x in v)
+        if isinstance(v, tuple) and hasattr(v, "_fields"):
+            return type(v)(*(walk(x) for x in v))
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, SimpleNamespace):
+            return SimpleNamespace(**{k: walk(x) for k, x in vars(v).items()})
+        return on_other(v)
+
+    return walk(value)
+
+
+def _returned_tensor(tensor: torch.Tensor) -> ReturnedTensor:
+    # A copy, so that a view of a large tensor does not drag its whole storage along.
+    return ReturnedTensor(tensor.detach().to("cpu", copy=True), TensorInfo.of(tensor))
+
+
+def _sendable(value: Any) -> Any:
+    try:
+        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        name = type(value).__qualname__
+        raise _Unsendable(f"returned a {name}, which cannot be sent back to the grader: {exc}") from exc
+    return value
+
+
+# ----------------------------------------------------------------------------
+# Saying how a call ended.
+
+
+def failure(status: Status, message: str, trace: str = "", duration: float = 0.0) -> Outcome:
+    """The outcome of a call that returned nothing."""
+    return Outcome(status, None, message, trace, duration)
+
+
+def exception_line(exc: BaseException) -> str:
+    """``Type: message``, or the type alone when the message is empty."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _describe(exc: BaseException, path: Path, headline: str | None = None) -> tuple[str, str]:
+    """Return a message ending with the student's last line, and the traceback from the student's first.
+
+    Args:
+        exc: the exception.
+        path: the student's file.
+        headline: the message's first line, instead of the exception's own.
+    """
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(path):
+            frames.append(tb)
+        tb = tb.tb_next
+    message = exception_line(exc) if headline is None else headline
+    if frames:
+        summary = traceback.extract_tb(frames[-1], limit=1)[0]
+        message += f"\nat {path.name}:{summary.lineno}: {(summary.line or '').strip()}"
+    trace = "".join(traceback.format_exception(type(exc), exc, frames[0] if frames else None))
+    return message, trace
+
+
+def _raised(exc: Exception, path: Path, duration: float, memory_limit: int | None) -> Outcome:
+    from gradcheck_kit.guard import AutogradForbidden
+
+    forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
+    if forbidden is not None:
+        return failure("forbidden", *_describe(exc, path, exception_line(forbidden)), duration)
+    message, trace = _describe(exc, path)
+    if isinstance(exc, NotImplementedError) and _raised_by_student(exc, path):
+        return failure("not_started", str(exc) or "NotImplementedError", trace, duration)
+    if memory_limit is not None and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)):
+        message += f"\n(a call may use at most {memory_limit / _GiB:.3g} GiB of memory)"
+    return failure("error", message, trace, duration)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _raised_by_student(exc: BaseException, path: Path) -> bool:
+    """Whether a ``raise`` statement in the student's file raised ``exc``.
+
+    Torch raises NotImplementedError too ("Could not run 'aten::sort' with
+    arguments from the 'SparseCPU' backend"), from the student's line that
+    called it; that is an error, not an untouched stub.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_code.co_filename != str(path):
+        return False
+    for instruction in dis.get_instructions(tb.tb_frame.f_code):
+        if instruction.offset == tb.tb_lasti:
+            return instruction.opname in ("RAISE_VARARGS", "RERAISE")
+    return False
+
+
+def _breaks_cuda(exc: Exception) -> bool:
+    # After a device-side assert every later CUDA call in the process fails.
+    return "CUDA error" in str(exc) or type(exc).__name__ == "AcceleratorError"
+
+
+def _exited(exc: SystemExit, path: Path, duration: float = 0.0) -> Outcome:
+    called = "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
+    headline = f"the code called {called} (or exit or quit); a graded function must return its result"
+    return failure("exited", *_describe(exc, path, headline), duration)
+
+
+def _import_failure(exc: Exception, path: Path) -> Outcome:
+    if isinstance(exc, SyntaxError) and exc.filename == str(path):
+        message = f"{type(exc).__name__}: {exc.msg}\nat {path.name}:{exc.lineno}: {(exc.text or '').strip()}"
+        return failure("import_error", message, "".join(traceback.format_exception_only(type(exc), exc)))
+    message, trace = _describe(exc, path)
+    return failure("import_error", f"{path.name} could not be imported: {message}", trace)
+
+
+def _missing(module: ModuleType, func_name: str, path: Path) -> str:
+    if hasattr(module, func_name):
+        kind = type(getattr(module, func_name)).__name__
+        return f"{path.name} defines {func_name!r} as a {kind}, not a function"
+    defined = [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and value.__module__ == module.__name__
+    ]
+    names = ", ".join(defined) if defined else "no functions at all"
+    return f"{path.name} has no function {func_name!r}; it defines {names}"
