@@ -87,7 +87,9 @@ def chunked_backward(f) -> dict[str, torch.Tensor]:
     g["W2"] = f.h.T @ dlogits
     g["b2"] = dlogits.sum(0)
 
-    # d tanh(x) / dx = 1 - tanh(x)**2, and h is tanh(hpreact).
+    # d tanh(x) / dx = 1 - tanh(x)**2, and h is tanh(hpreact). Autograd's CPU kernel
+    # rounds 1 - h*h once (a fused multiply-add), so from here on "exact" turns False
+    # while "approximate" stays True: a difference of rounding, not of math.
     dhpreact = (1.0 - f.h**2) * g["h"]
     g["hpreact"] = dhpreact
 
