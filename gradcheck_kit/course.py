@@ -9,7 +9,6 @@ the grader for rows and hand them to the plugin's ``gradcheck`` fixture.
 from __future__ import annotations
 
 import difflib
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,16 +17,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gradcheck_kit import _toml
 from gradcheck_kit.diagnosis import Mistake
 from gradcheck_kit.grading import grade_gradient, grade_steps, row_for_error
 from gradcheck_kit.makemore import Config, Forward, build
 from gradcheck_kit.report import ERROR, NOT_STARTED, Report, Row
 from gradcheck_kit.sandbox import Outcome, ReturnedTensor, Sandbox
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["EXERCISES", "LAYER_CHECKS", "Exercise", "Grader", "Hints", "LayerCheck"]
 
@@ -71,7 +66,7 @@ class Hints:
         path = Path(path)
         if not path.is_file():
             return cls()
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = _toml.loads(path.read_text(encoding="utf-8"))
         return cls(
             exercise={k: v["hint"] for k, v in data.items() if isinstance(v, dict) and "hint" in v},
             tensors=data.get("ex1", {}).get("tensors", {}),

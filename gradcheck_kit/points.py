@@ -43,7 +43,6 @@ import dataclasses
 import math
 import re
 import shlex
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,13 +199,11 @@ class Scheme:
         path = Path(path)
         if not path.is_file():
             return cls(source=str(path))
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
+        from gradcheck_kit import _toml
+
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
+            data = _toml.loads(path.read_text(encoding="utf-8"))
+        except _toml.TOMLDecodeError as exc:
             raise SchemeError(f"{path}: {exc}") from exc
         return cls.from_dict(data, source=str(path))
 
