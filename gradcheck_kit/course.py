@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from gradcheck_kit import _toml
+from gradcheck_kit.comparison import Comparison, compare
 from gradcheck_kit.diagnosis import Mistake
 from gradcheck_kit.grading import grade_gradient, grade_steps, row_for_error
 from gradcheck_kit.makemore import Config, Forward, build
-from gradcheck_kit.report import ERROR, NOT_STARTED, Report, Row
+from gradcheck_kit.report import ERROR, NOT_STARTED, OK, WRONG, Report, Row, verdict_for
 from gradcheck_kit.sandbox import Outcome, ReturnedTensor, Sandbox
 
 __all__ = ["EXERCISES", "LAYER_CHECKS", "Exercise", "Grader", "Hints", "LayerCheck"]
@@ -208,7 +209,7 @@ def _suggest_key(row: Row, unknown: tuple[str, ...]) -> Row:
     match = difflib.get_close_matches(row.name, unknown, n=1)
     if not match:
         return row
-    return replace(row, verdict="wrong", note=f"returned under the key {match[0]!r}: did you mean {row.name!r}?")
+    return replace(row, verdict=WRONG, note=f"returned under the key {match[0]!r}: did you mean {row.name!r}?")
 
 
 def _fused(grader: Grader, exercise: Exercise, config: Config) -> Result:
@@ -336,7 +337,6 @@ LAYER_CHECKS: dict[str, LayerCheck] = {
 
 def _layers(grader: Grader, check: LayerCheck) -> Result:
     from gradcheck_kit import layers_harness
-    from gradcheck_kit.comparison import compare
     from gradcheck_kit.grading import grading_tolerances
 
     exercise = EXERCISES[check.exercise]
@@ -358,7 +358,7 @@ def _layers(grader: Grader, check: LayerCheck) -> Result:
     if "run" in value:
         run = value["run"]
         c = compare("dev loss", torch.tensor(run["loss"]), torch.tensor(run["target"]), rtol=0.0, atol=float("inf"))
-        row = Row(c, "ok" if run["reached"] else "wrong", run["message"])
+        row = Row(c, OK if run["reached"] else WRONG, run["message"])
         return Result(exercise, Config(), outcome, Report(check.title, (row,)))
     rows = []
     for name, actual, expected, rtol, atol in value["checks"]:
@@ -366,11 +366,13 @@ def _layers(grader: Grader, check: LayerCheck) -> Result:
         if rtol is None:
             rtol, atol = grading_tolerances(expected)
         c = compare(name, actual, expected, rtol=rtol, atol=atol)
-        rows.append(Row(c, "exact" if c.exact else "ok") if c.approximate else _wrong_row(c))
+        rows.append(Row(c, verdict_for(c), _note(c)))
     return Result(exercise, Config(), outcome, Report(check.title, tuple(rows)))
 
 
-def _wrong_row(c: Any) -> Row:
+def _note(c: Comparison) -> str:
+    if c.approximate:
+        return ""
     if c.problem == "missing":
-        return Row(c, NOT_STARTED, "no value yet")
-    return Row(c, "wrong", " ".join(c.message.splitlines()[:2]))
+        return "no value yet"
+    return " ".join(c.message.splitlines()[:2])

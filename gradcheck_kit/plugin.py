@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 ROW_PROPERTY = "gradcheck_row"
 VERDICT_PROPERTY = "gradcheck_verdict"
 DEFAULT_SEED = 2147483647
+# report.NOT_STARTED, spelled out so that loading the plugin does not import torch.
 NOT_STARTED = "not started"
 
 
@@ -146,13 +147,7 @@ class GradeSheet:
 
     def record(self, rows: Row | Report | Iterable[Row], *, table: str) -> list[Row]:
         """Add rows to the run's table ``table`` (and to this test's report section)."""
-        from gradcheck_kit.report import Report, Row
-
-        if isinstance(rows, Row):
-            rows = [rows]
-        elif isinstance(rows, Report):
-            rows = list(rows.rows)
-        rows = list(rows)
+        rows = list(_as_rows(rows))
         position = _collection_index(self._item)
         for i, row in enumerate(rows):
             data = {"table": table, "order": (position, i), **row.as_dict()}
@@ -166,13 +161,11 @@ class GradeSheet:
         rather than FAILED; it still counts as a failure for the exit status.
         """
         __tracebackhide__ = True
-        from gradcheck_kit.report import NOT_STARTED as NOT_STARTED_VERDICT
-
         rows = self.record(rows, table=table) if record else list(_as_rows(rows))
         failing = [row for row in rows if not row.passed]
         if not failing:
             return
-        not_started = all(row.verdict == NOT_STARTED_VERDICT for row in failing)
+        not_started = all(row.verdict == NOT_STARTED for row in failing)
         self._item.user_properties.append((VERDICT_PROPERTY, NOT_STARTED if not_started else "failed"))
         lines = [f"{table}:"]
         for row in failing:
@@ -183,7 +176,7 @@ class GradeSheet:
             )
             if row.comparison.problem == "mismatch":
                 lines.extend("      " + line for line in row.comparison.message.splitlines())
-        # The whole table follows in this test's "gradcheck" report section.
+        # Recorded rows also appear as a table in this test's "gradcheck" report section.
         pytest.fail("\n".join(lines), pytrace=False)
 
 
