@@ -54,6 +54,11 @@ def _impl_dir(config: pytest.Config) -> Path:
     raise pytest.UsageError(f"--impl {value}: no such folder (looked in {Path.cwd()} and {config.rootpath})")
 
 
+def _benchmark_only(config: pytest.Config) -> bool:
+    """pytest-benchmark's --benchmark-only: every grading test is skipped, so there is no score to give."""
+    return bool(config.getoption("benchmark_only", False))
+
+
 def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -81,6 +86,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from gradcheck_kit.points import Scheme, SchemeError
 
     _refuse_imported_conftests(config, _impl_dir(config))
+    if _benchmark_only(config) and config.getoption("gradescope"):
+        raise pytest.UsageError(
+            "--gradescope with --benchmark-only would write a results.json with every grading test skipped; "
+            "grade without --benchmark-only"
+        )
     try:
         config.stash[_scheme_key] = Scheme.load(POINTS_FILE)
     except SchemeError as exc:
@@ -296,6 +306,10 @@ def _speed_line(terminalreporter: Any, config: pytest.Config) -> str | None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     results = config.stash[_results_key]
     if not results.tests and not results.plan.exercises:
+        return
+    if _benchmark_only(config):
+        terminalreporter.write_sep("=", "gradcheck-kit: score")
+        terminalreporter.write_line("not graded: --benchmark-only skips the grading tests; run without it for a score")
         return
     line = _speed_line(terminalreporter, config)
     if line:

@@ -59,3 +59,18 @@ def test_every_exercise_file_has_its_solution_with_the_same_names():
         assert solution.is_file(), f"no solution for {stub.name}"
         names = set(re.findall(r"^(?:def|class) (\w+)", stub.read_text(), re.M))
         assert names <= set(re.findall(r"^(?:def|class) (\w+)", solution.read_text(), re.M)), stub.name
+
+
+def test_benchmark_only_gives_no_score_instead_of_zero():
+    run = grade("--impl=solutions", "--benchmark-only", "--benchmark-max-time=0.001", "--benchmark-min-rounds=1",
+                "-k", "test_ex4 or cpu-embedding-block3-d10-n32-v27-index_add")  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "not graded: --benchmark-only skips the grading tests" in run.stdout
+    assert "Score:" not in run.stdout
+
+
+def test_benchmark_only_refuses_to_write_a_gradescope_file(tmp_path):
+    run = grade("--benchmark-only", f"--gradescope={tmp_path / 'results.json'}")
+    assert run.returncode == 4
+    assert "--gradescope with --benchmark-only" in run.stderr
+    assert not (tmp_path / "results.json").exists()
