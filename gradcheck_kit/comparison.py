@@ -120,8 +120,7 @@ class Comparison:
             return f"Expected {expected}, got {self.actual_type}."
         if self.problem == "shape":
             lines = [
-                f"Shape mismatch: got {_shape(self.actual_shape)} "
-                f"where {_shape(self.expected_shape)} is expected."
+                f"Shape mismatch: got {_shape(self.actual_shape)} where {_shape(self.expected_shape)} is expected."
             ]
             hint = _shape_hint(self.actual_shape or (), self.expected_shape)
             return "\n".join([*lines, hint] if hint else lines)
@@ -173,8 +172,7 @@ class Comparison:
 
     def _values_at_worst(self) -> str:
         return (
-            f"At index {self.worst_index}: actual {_num(self.actual_at_worst)}, "
-            f"expected {_num(self.expected_at_worst)}"
+            f"At index {self.worst_index}: actual {_num(self.actual_at_worst)}, expected {_num(self.expected_at_worst)}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -449,8 +447,7 @@ def _shape_hint(actual: tuple[int, ...], expected: tuple[int, ...]) -> str:
         dims = tuple(i for i, (a, e) in enumerate(zip(actual, padded, strict=True)) if e == 1 and a != 1)
         keepdim = " with keepdim=True" if len(actual) == len(expected) else ""
         return (
-            "The forward pass broadcast this tensor, so its gradient must be summed over "
-            f"dimension(s) {dims}{keepdim}."
+            f"The forward pass broadcast this tensor, so its gradient must be summed over dimension(s) {dims}{keepdim}."
         )
     if both == expected:
         return (

@@ -61,7 +61,7 @@ def chunked_backward(f) -> dict[str, torch.Tensor]:
     g["counts_sum_inv"] = dcounts_sum_inv
 
     # d x**-1 / dx = -x**-2
-    dcounts_sum = (-f.counts_sum**-2) * dcounts_sum_inv
+    dcounts_sum = (-(f.counts_sum**-2)) * dcounts_sum_inv
     g["counts_sum"] = dcounts_sum
 
     # counts is used twice: directly in probs, and through counts_sum.

@@ -40,9 +40,5 @@ def batchnorm_backward(
         bngain
         * bnvar_inv
         / n
-        * (
-            n * dhpreact
-            - dhpreact.sum(0, keepdim=True)
-            - n / (n - 1) * bnraw * (dhpreact * bnraw).sum(0, keepdim=True)
-        )
+        * (n * dhpreact - dhpreact.sum(0, keepdim=True) - n / (n - 1) * bnraw * (dhpreact * bnraw).sum(0, keepdim=True))
     )

@@ -135,9 +135,7 @@ def test_dlogprobs_without_1_over_n_fails_only_dlogprobs_and_every_later_step_is
         "logit_maxes": "ok",
         "b1": "ok",
     }
-    run.result.stdout.fnmatch_lines(
-        ["probs *inherited*your step is right; the error is upstream (dlogprobs)*"]
-    )
+    run.result.stdout.fnmatch_lines(["probs *inherited*your step is right; the error is upstream (dlogprobs)*"])
 
 
 def test_dbngain_summed_without_keepdim_is_a_shape_mismatch_that_suggests_keepdim(graded):
