@@ -14,17 +14,11 @@ from gradcheck_kit.diagnostics import Diagnostics, WeightStats, measure, snapsho
 from gradcheck_kit.loading import load_module
 from gradcheck_kit.names import load_dataset
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = load_module(ROOT / "solutions" / "ex5_layers.py")
 STEPS = load_module(ROOT / "solutions" / "ex6_training.py")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from gradcheck_kit.layers_grading import (
 )
 from gradcheck_kit.loading import load_module
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = load_module(ROOT / "solutions" / "ex5_layers.py")
 
@@ -30,14 +32,6 @@ GRADERS = {
     "Tanh": lambda impl: grade_tanh(impl),
     "deep MLP": lambda impl: grade_mlp(impl, n_hidden=16),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def failing(checks: list[Check]) -> dict[str, str]:

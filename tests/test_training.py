@@ -16,18 +16,12 @@ from gradcheck_kit.layers_grading import compare_checks, grade_calibration, grad
 from gradcheck_kit.loading import load_module
 from gradcheck_kit.names import load_dataset
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = load_module(ROOT / "solutions" / "ex5_layers.py")
 STEPS = load_module(ROOT / "solutions" / "ex6_training.py")
 SMALL = dict(vocab_size=27, n_hidden=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
