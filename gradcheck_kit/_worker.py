@@ -16,9 +16,12 @@ import io
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import sys
 import tempfile
+import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -61,7 +64,7 @@ class Worker:
         os.close(fd)
         context = _context()
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, self.log_path), daemon=True)
+        self.process = context.Process(target=_serve, args=(child, self.log_path, os.getpid()), daemon=True)
         try:
             self.process.start()
         except Exception as exc:
@@ -69,15 +72,18 @@ class Worker:
         finally:
             child.close()
             self._finalizer = weakref.finalize(self, _stop, self.process, self.conn, self.log_path)
-        if wait([self.conn, self.process.sentinel], start_timeout) and self._ready():
+        answered = wait([self.conn, self.process.sentinel], start_timeout)
+        if answered and self._ready():
             return
-        alive = self.process.is_alive()
+        if answered:  # it hung up while starting: reaped, for its exit code
+            self.process.join(10)
+            why = f"exited with code {self.process.exitcode} while starting"
+        else:
+            why = f"was not ready within {start_timeout:g} s"
         self.process.kill()
         self.process.join(10)
         log = self.output()
-        code = self.process.exitcode
         self.stop()
-        why = f"was not ready within {start_timeout:g} s" if alive else f"exited with code {code} while starting"
         raise WorkerStartError(f"the sandbox's worker process {why}\n{log}")
 
     def _ready(self) -> bool:
@@ -154,14 +160,14 @@ def _stop(process: multiprocessing.process.BaseProcess, conn: Connection, log_pa
         process.kill()
         process.join(10)
     conn.close()
-    with contextlib.suppress(OSError):
-        os.unlink(log_path)
+    _remove(log_path)
 
 
-def _serve(conn: Connection, log_path: str) -> None:
+def _serve(conn: Connection, log_path: str, parent_pid: int) -> None:
     """The worker's main loop: run requests until the parent hangs up."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with(parent_pid, log_path)
     out = _CappedWriter(lambda text: os.write(1, text.encode("utf-8", "replace")), OUTPUT_LIMIT)
     _redirect_output(log_path, out)
     faulthandler.enable(file=2)
@@ -174,7 +180,8 @@ def _serve(conn: Connection, log_path: str) -> None:
     while True:
         try:
             request = conn.recv_bytes()
-        except EOFError:
+        except (EOFError, OSError):  # the parent is gone
+            _remove(log_path)
             return
         _redirect_output(log_path, out)
         try:
@@ -187,7 +194,48 @@ def _serve(conn: Connection, log_path: str) -> None:
         except Exception as exc:
             message = f"the return value could not be sent back: {exception_line(exc)}"
             data = pickle.dumps(Reply(failure("error", message)))
-        conn.send_bytes(data)
+        try:
+            conn.send_bytes(data)
+        except OSError:  # the parent is gone
+            _remove(log_path)
+            return
+
+
+def _exit_with(parent_pid: int, log_path: str) -> None:
+    """End this worker as soon as the process that started it ends, in the middle of a call too.
+
+    The worker's own parent is multiprocessing's fork server, which lives on
+    while any worker does: without this, a grader killed with SIGKILL would
+    leave a student's endless loop running, and its log file behind.
+    """
+
+    def watch() -> None:
+        try:
+            pidfd = os.pidfd_open(parent_pid)
+        except (AttributeError, OSError):  # not Linux 5.3 or later: ask once a second
+            while _running(parent_pid):
+                time.sleep(1.0)
+        else:
+            select.select([pidfd], [], [])  # readable once the process has ended
+        _remove(log_path)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gradcheck-exit-with-parent", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return True
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _redirect_output(log_path: str, out: _CappedWriter) -> None:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -454,6 +457,56 @@ def test_close_stops_the_worker(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_grader_killed_mid_call_takes_its_worker_and_log_with_it(tmp_path: Path) -> None:
+    # The worker's parent is the fork server, which outlives the grader while the worker runs.
+    path = student(
+        tmp_path,
+        """
+        from pathlib import Path
+
+        def spin(pid_file):
+            Path(pid_file).write_text(str(os.getpid()))
+            while True:
+                pass
+        """,
+    )
+    pid_file, scratch = tmp_path / "worker.pid", tmp_path / "tmp"
+    scratch.mkdir()
+    grader = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from gradcheck_kit.sandbox import Sandbox
+
+        if __name__ == "__main__":
+            Sandbox(timeout=600).call(Path({str(path)!r}), "spin", {str(pid_file)!r})
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", grader], env={**os.environ, "TMPDIR": str(scratch)})
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pid_file.exists(), "the call never started"
+        assert [p.name for p in scratch.glob("gradcheck-worker-*.log")]
+    finally:
+        process.kill()
+        process.wait()
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 30
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(worker), "the worker went on looping after its grader was killed"
+    assert list(scratch.glob("gradcheck-worker-*.log")) == []
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_outcomes_are_frozen() -> None:
