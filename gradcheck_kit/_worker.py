@@ -77,7 +77,7 @@ class Worker:
             return
         if answered:  # it hung up while starting: reaped, for its exit code
             self.process.join(10)
-            why = f"exited with code {self.process.exitcode} while starting"
+            why = f"exited with code {self.process.exitcode} while starting{_main_script_hint()}"
         else:
             why = f"was not ready within {start_timeout:g} s"
         self.process.kill()
@@ -143,6 +143,18 @@ class Worker:
 
     def stop(self) -> None:
         self._finalizer()
+
+
+def _main_script_hint() -> str:
+    """Why a worker started from a script may die at once: the script is imported again in it."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None:
+        return ""
+    return (
+        f"; a new process imports the script that started it ({path}) again, so put the code "
+        'that grades under `if __name__ == "__main__":`'
+    )
 
 
 def _context() -> ForkServerContext | SpawnContext:

@@ -501,6 +501,21 @@ def test_a_grader_killed_mid_call_takes_its_worker_and_log_with_it(tmp_path: Pat
     assert list(scratch.glob("gradcheck-worker-*.log")) == []
 
 
+def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path: Path) -> None:
+    path = student(tmp_path, "def f():\n    return 1\n")
+    script = tmp_path / "grade_it.py"
+    script.write_text(
+        f"from pathlib import Path\nfrom gradcheck_kit.sandbox import Sandbox\n"
+        f"print(Sandbox().call(Path({str(path)!r}), 'f'))\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("gradcheck_kit.sandbox.WorkerStartError: the sandbox's worker process exited with code")
+    assert f"imports the script that started it ({script}) again" in last
+    assert 'under `if __name__ == "__main__":`' in last
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a process that has not ended (a zombie has ended)."""
     try:
