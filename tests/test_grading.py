@@ -77,7 +77,7 @@ def test_one_wrong_early_step_costs_only_that_step(fwd, tmp_path):
             "(n-1)/n",
         ),
         ('g["h"] = dlogits @ f.W2.T', 'g["h"] = 2 * dlogits @ f.W2.T', "h", "factor of 2"),
-        ("dcounts_sum = (-f.counts_sum**-2)", "dcounts_sum = (f.counts_sum**-2)", "counts_sum", "sign is flipped"),
+        ("dcounts_sum = (-(f.counts_sum**-2))", "dcounts_sum = (f.counts_sum**-2)", "counts_sum", "sign is flipped"),
         ('g["W2"] = f.h.T @ dlogits', 'g["W2"] = (dlogits.T @ f.h)', "W2", "transpose"),
         (
             'g["bngain"] = (f.bnraw * dhpreact).sum(0, keepdim=True)',
