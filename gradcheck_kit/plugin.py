@@ -91,9 +91,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "gradcheck(exercise=None, points=None, visibility=None): "
         "a graded test, its exercise, its points and its Gradescope visibility",
     )
+    if config.getoption("gradcheck_device") == "cuda":
+        _require_cuda()
     tables = RunTables()
     config.stash[tables_key] = tables
     config.pluginmanager.register(tables, "gradcheck-tables")
+
+
+def _require_cuda() -> None:
+    """Refuse a run asked to grade on CUDA where there is none, rather than skip every test."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    raise pytest.UsageError(
+        f"--gradcheck-device cuda: torch {torch.__version__} ({build}) sees no CUDA device here; "
+        "use --gradcheck-device auto to grade on the cpu, and on CUDA where there is one"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -91,6 +91,14 @@ def test_device_parametrises_tests_with_cuda_skipped_when_absent(pytester: pytes
     only_cpu.assert_outcomes(passed=1)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_usage_error_not_a_run_of_skips(pytester: pytest.Pytester):
+    pytester.makepyfile("def test_on(device):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gradcheck-device", "cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gradcheck-device cuda: torch * sees no CUDA device here*"])
+
+
 def test_torch_generator_is_seeded_by_the_option(pytester: pytest.Pytester):
     pytester.makepyfile(
         "import torch\n"
