@@ -25,6 +25,7 @@ _scheme_key = pytest.StashKey[Any]()
 _results_key = pytest.StashKey[Any]()
 _plan_key = pytest.StashKey[Any]()
 _started_key = pytest.StashKey[float]()
+_benchmarks_key = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -304,6 +305,7 @@ def _speed_line(terminalreporter: Any, config: pytest.Config) -> str | None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    _benchmark_tables(terminalreporter, config)
     results = config.stash[_results_key]
     if not results.tests and not results.plan.exercises:
         return
@@ -318,6 +320,26 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "gradcheck-kit: score")
     for line in results.summary_lines():
         terminalreporter.write_line(line)
+
+
+def _benchmark_tables(terminalreporter: Any, config: pytest.Config) -> None:
+    """What the benchmarks timed, as ``gradcheck-kit bench`` shows it: speed-up, GB/s, % of copy, memory."""
+    collected = config.stash.get(_benchmarks_key, None)
+    if collected is None or not collected.results:
+        return
+    from gradcheck_kit.bench.report import to_table
+
+    terminalreporter.write_sep("=", "gradcheck-kit: benchmarks")
+    for run in collected.runs():
+        terminalreporter.write(to_table(run))
+
+
+@pytest.fixture(scope="session")
+def benchmark_results(request: pytest.FixtureRequest) -> Any:
+    """Collects the benchmarks' results for the tables at the end of the run."""
+    from gradcheck_kit.bench.cases import Collected
+
+    return request.config.stash.setdefault(_benchmarks_key, Collected(_impl_dir(request.config)))
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 ``pytest exercises/ --benchmark-only`` runs them: every op, size and variant of a
 full ``gradcheck-kit bench`` run, grouped by op and size, each with its effective
-bandwidth in ``extra_info``. ``--benchmark-autosave`` and ``--benchmark-compare``
-compare runs. A normal run, grading included, skips them all as one test.
+bandwidth in ``extra_info``, then the tables of ``gradcheck-kit bench`` (speed-up,
+GB/s, share of the copy bandwidth, peak memory). ``--benchmark-autosave`` and
+``--benchmark-compare`` compare runs. A normal run, grading included, skips them
+all as one test.
 """
 
 from __future__ import annotations
@@ -37,20 +39,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
-def test_backward(case, benchmark, impl_dir):
-    from gradcheck_kit.bench.cases import NotTimed, copy_bytes_per_second, prepare
+def test_backward(case, benchmark, impl_dir, benchmark_results):
+    from gradcheck_kit.bench.cases import NotTimed, copy_bandwidth_of, prepare
+    from gradcheck_kit.bench.timing import Timing
 
     try:
         prepared = prepare(case, impl_dir)
     except NotTimed as exc:
+        benchmark_results.add_untimed(case.device, exc.result)
         pytest.skip(str(exc))
     benchmark.group = case.group
     benchmark.extra_info.update(prepared.info)
     benchmark(prepared.step)
     if benchmark.stats is None:  # --benchmark-disable: run once, nothing measured
         return
-    bandwidth = prepared.min_bytes / benchmark.stats.stats.median
-    copy = copy_bytes_per_second(case.device)
+    stats = benchmark.stats.stats
+    timing = Timing(stats.median, stats.iqr, tuple(stats.data), calls_per_block=benchmark.stats.iterations)
+    benchmark_results.add_timed(case.device, prepared, timing)
+    bandwidth = prepared.min_bytes / stats.median
+    copy = copy_bandwidth_of(case.device).bytes_per_second
     benchmark.extra_info.update(
         bandwidth_bytes_per_s=bandwidth, copy_bytes_per_s=copy, fraction_of_copy=bandwidth / copy
     )

@@ -123,10 +123,10 @@ def test_a_variant_that_was_not_timed_has_no_bandwidth():
 
 
 def test_speed_up_is_the_chunked_median_over_each_variant(monkeypatch):
-    from gradcheck_kit.bench.runner import _with_speedups
+    from gradcheck_kit.bench.runner import with_speedups
 
     group = [result("chunked", 10e-3), result("fused", 2e-3), result("impl-fused", None, status="wrong")]
-    speedups = [r.speedup for r in _with_speedups(group, "chunked")]
+    speedups = [r.speedup for r in with_speedups(group, "chunked")]
     assert speedups == [pytest.approx(1.0), pytest.approx(5.0), None]
 
 
@@ -441,8 +441,11 @@ def copy_benchmarks(pytester: pytest.Pytester, impl: Path) -> None:
     pytester.makepyfile(test_benchmarks=(EXERCISES / "test_benchmarks.py").read_text())
     pytester.makeconftest(
         "import pathlib, pytest\n"
+        "from gradcheck_kit.bench.cases import Collected\n"
         "@pytest.fixture(scope='session')\n"
         f"def impl_dir():\n    return pathlib.Path({str(impl)!r})\n"
+        "@pytest.fixture(scope='session')\n"
+        "def benchmark_results(impl_dir):\n    return Collected(impl_dir)\n"
     )
 
 

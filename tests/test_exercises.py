@@ -61,12 +61,43 @@ def test_every_exercise_file_has_its_solution_with_the_same_names():
         assert names <= set(re.findall(r"^(?:def|class) (\w+)", solution.read_text(), re.M)), stub.name
 
 
-def test_benchmark_only_gives_no_score_instead_of_zero():
-    run = grade("--impl=solutions", "--benchmark-only", "--benchmark-max-time=0.001", "--benchmark-min-rounds=1",
-                "-k", "test_ex4 or cpu-embedding-block3-d10-n32-v27-index_add")  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert "not graded: --benchmark-only skips the grading tests" in run.stdout
-    assert "Score:" not in run.stdout
+@pytest.fixture(scope="module")
+def benchmarks_only() -> subprocess.CompletedProcess[str]:
+    # Exercise 4's grading tests (skipped) and the embedding benchmarks at the notebook's size.
+    return grade("--impl=solutions", "--benchmark-only", "--benchmark-max-time=0.001", "--benchmark-min-rounds=1",
+                 "-k", "test_ex4 or cpu-embedding-block3-d10-n32-v27")  # fmt: skip
+
+
+def test_benchmark_only_gives_no_score_instead_of_zero(benchmarks_only):
+    assert benchmarks_only.returncode == 0, benchmarks_only.stdout[-3000:]
+    assert "not graded: --benchmark-only skips the grading tests" in benchmarks_only.stdout
+    assert "Score:" not in benchmarks_only.stdout
+
+
+def test_benchmark_only_ends_with_the_bench_table_of_what_it_timed(benchmarks_only):
+    table = benchmarks_only.stdout.split("gradcheck-kit: benchmarks", 1)[1]
+    assert re.search(r"^copy bandwidth: [\d.]+ GB/s", table, re.M)
+    assert re.search(r"^size +variant +median +± iqr +speed-up +GB/s +% of copy +peak memory$", table, re.M)
+    by_label = {row["variant"]: row for row in table_rows(table)}
+    assert set(by_label) == {"python loop (ex 1)", "index_add_ (ex 4)", "one-hot matmul",
+                             "index_put_(accumulate=True)", "solutions/ ex 4"}, table  # fmt: skip
+    assert by_label["python loop (ex 1)"]["speed-up"] == "1.00"  # the baseline of the speed-ups
+    for row in by_label.values():
+        assert float(row["GB/s"]) > 0 and row["% of copy"].endswith("%") and row["peak memory"].endswith("KiB")
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of the first table in ``text`` laid out by tabulate's "simple" format, by column."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    spans = [m.span() for m in re.finditer(r"-+", lines[rule])]
+    headers = [lines[rule - 1][a:b].strip() for a, b in spans]
+    rows = []
+    for line in lines[rule + 1 :]:
+        if not line.strip() or line.startswith("="):  # the end of the table, or of the section
+            break
+        rows.append({h: line[a:b].strip() for h, (a, b) in zip(headers, spans, strict=True)})
+    return rows
 
 
 def test_benchmark_only_refuses_to_write_a_gradescope_file(tmp_path):

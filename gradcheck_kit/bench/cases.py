@@ -2,7 +2,10 @@
 
 ``exercises/test_benchmarks.py`` parametrizes over :func:`benchmark_cases` and
 times :attr:`Prepared.step`; the ids stay the same from run to run, so
-``--benchmark-compare`` matches each case with its earlier self.
+``--benchmark-compare`` matches each case with its earlier self. A
+:class:`Collected` gathers what was timed into the tables of ``gradcheck-kit
+bench``: speed-up, GB/s, share of the copy bandwidth and peak memory, which
+pytest-benchmark's own table does not show.
 """
 
 from __future__ import annotations
@@ -10,15 +13,26 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Case", "NotTimed", "Prepared", "benchmark_cases", "copy_bytes_per_second", "prepare"]
+if TYPE_CHECKING:
+    from gradcheck_kit.bench.runner import Result, Run
+    from gradcheck_kit.bench.timing import CopyBandwidth, Timing
+
+__all__ = ["Case", "Collected", "NotTimed", "Prepared", "benchmark_cases", "copy_bandwidth_of", "prepare"]
 
 
 class NotTimed(Exception):
     """The case is not timed, and why: unavailable here, too slow at this size, or not passing its check."""
+
+    def __init__(self, result: Result) -> None:
+        reason = result.message
+        if result.status not in ("unavailable", "skipped"):
+            reason = f"not timed: {result.status}" + (f": {reason}" if reason else "")
+        super().__init__(reason)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,8 @@ class Prepared:
     step: Callable[[], None]
     min_bytes: int
     info: dict[str, Any]
+    #: The case as a benchmark result, checked and weighed; :meth:`Collected.add_timed` adds the timing.
+    result: Result
 
 
 def benchmark_cases(devices: Sequence[str], impl_dir: Path | None) -> list[Case]:
@@ -80,25 +96,34 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
     from gradcheck_kit.bench.impl import Implementation
     from gradcheck_kit.bench.memory import peak_bytes
     from gradcheck_kit.bench.ops import get_op
-    from gradcheck_kit.bench.runner import check_variant
+    from gradcheck_kit.bench.runner import UNAVAILABLE, Result, check_variant
+    from gradcheck_kit.bench.sizes import plan
+    from gradcheck_kit.report import OK, SKIPPED
 
     op = get_op(case.op)
     device = torch.device(case.device)
     params = dict(case.params)
     impl = Implementation(impl_dir) if impl_dir is not None else None
     variant = next((v for v in op.all_variants(impl, device) if v.key == case.variant), None)
+    min_bytes = op.bytes_moved(params, torch.float32)
+    tags = next((tuple(sorted(s.tags)) for s in plan(case.op, device.type, quick=False) if s.params == case.params), ())
+    result = functools.partial(
+        Result, op=case.op, size=op.describe(params), params=params, tags=tags, variant=case.variant,
+        label=variant.label if variant else case.variant, source=variant.source if variant else "",
+        min_bytes=min_bytes,
+    )  # fmt: skip
     if variant is None:
-        raise NotTimed(f"{impl_dir} has no file for {case.variant}")
+        raise NotTimed(result(status=UNAVAILABLE, message=f"{impl_dir} has no file for {case.variant}"))
     if variant.unavailable:
-        raise NotTimed(variant.unavailable)
+        raise NotTimed(result(status=UNAVAILABLE, message=variant.unavailable))
     if variant.fits is not None and not variant.fits(params):
-        raise NotTimed("too slow at this size")
+        raise NotTimed(result(status=SKIPPED, message="too slow at this size"))
     input_sets = _input_sets(case.op, case.params, case.device)
     check = check_variant(op, variant, input_sets[0])
     if not check.ok:
-        raise NotTimed(f"not timed: {check.status}" + (f": {check.message}" if check.message else ""))
+        raise NotTimed(result(status=check.status, message=check.message))
     calls = [variant.prepare(inputs) for inputs in input_sets]
-    min_bytes = op.bytes_moved(params, torch.float32)
+    peak = peak_bytes(calls[0], device)
     info = {
         "op": case.op,
         "size": op.describe(params),
@@ -108,10 +133,45 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
         "device": case.device,
         "threads": torch.get_num_threads(),
         "min_bytes": min_bytes,
-        "peak_bytes": peak_bytes(calls[0], device),
+        "peak_bytes": peak,
         "inputs_rotated": len(calls),
     }
-    return Prepared(_step(calls, device), min_bytes, info)
+    return Prepared(_step(calls, device), min_bytes, info, result(status=OK, peak_bytes=peak))
+
+
+@dataclass
+class Collected:
+    """The cases of one pytest session as benchmark results, per device, in the order they ran."""
+
+    impl_dir: Path | None
+    results: dict[str, list[Result]] = field(default_factory=dict)
+
+    def add_timed(self, device: str, prepared: Prepared, timing: Timing) -> None:
+        self.results.setdefault(device, []).append(replace(prepared.result, timing=timing))
+
+    def add_untimed(self, device: str, result: Result) -> None:
+        self.results.setdefault(device, []).append(result)
+
+    def runs(self) -> list[Run]:
+        """One run per device, with speed-ups and the copy bandwidth measured in this process."""
+        import torch
+
+        from gradcheck_kit.bench.ops import get_op
+        from gradcheck_kit.bench.runner import Run, environment, with_speedups
+
+        runs = []
+        for device, results in self.results.items():
+            where = torch.device(device)
+            impl = str(self.impl_dir) if self.impl_dir is not None else None
+            env = environment(where, torch.get_num_threads(), torch.float32, False, impl)
+            groups: dict[tuple[str, str], list[Result]] = {}
+            for r in results:
+                groups.setdefault((r.op, r.size), []).append(r)
+            run = Run(env, copy_bandwidth_of(device))
+            for (op, _), group in groups.items():
+                run.results.extend(with_speedups(group, get_op(op).baseline))
+            runs.append(run)
+        return runs
 
 
 def _step(calls: Sequence[Callable[[], object]], device: Any) -> Callable[[], None]:
@@ -149,10 +209,10 @@ def _input_sets(op_name: str, params: tuple[tuple[str, int], ...], device: str) 
 
 
 @functools.cache
-def copy_bytes_per_second(device: str) -> float:
+def copy_bandwidth_of(device: str) -> CopyBandwidth:
     """The copy bandwidth of ``device``, measured once per process."""
     import torch
 
     from gradcheck_kit.bench.timing import FULL, copy_bandwidth
 
-    return copy_bandwidth(torch.device(device), threads=torch.get_num_threads(), budget=FULL).bytes_per_second
+    return copy_bandwidth(torch.device(device), threads=torch.get_num_threads(), budget=FULL)

@@ -30,6 +30,7 @@ __all__ = [
     "check_variant",
     "environment",
     "run_benchmark",
+    "with_speedups",
 ]
 
 SEED = 2147483647
@@ -212,7 +213,7 @@ def run_benchmark(
         run = Run(env, copy_bandwidth(device, threads=threads, budget=budget))
         for op, size in work:
             group = list(_run_size(op, size, device, dtype, budget, threads, impl, starting))
-            run.results.extend(_with_speedups(group, op.baseline))
+            run.results.extend(with_speedups(group, op.baseline))
     finally:
         torch.set_num_threads(previous_threads)
     return run
@@ -259,7 +260,8 @@ def _run_size(
         yield result(status=OK, timing=timing, peak_bytes=peak)
 
 
-def _with_speedups(group: list[Result], baseline: str) -> list[Result]:
+def with_speedups(group: list[Result], baseline: str) -> list[Result]:
+    """``group`` (one op at one size) with each timed variant's speed-up over the reference ``baseline``."""
     reference = next((r for r in group if r.variant == baseline and r.source == "reference"), None)
     if reference is None or reference.median is None:
         return group
