@@ -18,6 +18,7 @@ import torch
 
 from gradcheck_kit.bench import cli
 from gradcheck_kit.bench.impl import Implementation
+from gradcheck_kit.bench.kernel import measure_kernel
 from gradcheck_kit.bench.memory import AllocationTracker, peak_bytes
 from gradcheck_kit.bench.mlp import mlp_min_bytes
 from gradcheck_kit.bench.ops import (
@@ -479,3 +480,44 @@ def test_a_stub_is_skipped_by_the_benchmarks_not_timed(pytester: pytest.Pytester
     result = pytester.runpytest(*options, "-k", "cpu-embedding-block3-d10-n32-v27-impl")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*not timed: not started*"])
+
+
+# ----------------------------------------------------------------- one kernel of your own
+
+
+def test_measure_kernel_weighs_a_call_against_the_copy_bandwidth():
+    x = torch.randn(256, 1024)
+
+    def double():
+        return x * 2  # reads x once, writes as much
+
+    m = measure_kernel(double, min_bytes=2 * x.nbytes, device="cpu", threads=1, quick=True)
+    assert m.median > 0 and m.timing.calls > 0
+    assert m.bandwidth == pytest.approx(2 * x.nbytes / m.median)
+    assert m.fraction_of_copy == pytest.approx(m.bandwidth / m.copy.bytes_per_second)
+    assert m.peak_bytes == x.nbytes  # the result
+    line = str(m)
+    assert line.startswith("double: ") and "% of copy (" in line and line.endswith("peak 1 MiB")
+
+
+def test_measure_kernel_takes_rotated_inputs_in_turn():
+    counts = [0, 0, 0]
+
+    def call(i):
+        def run():
+            counts[i] += 1
+
+        return run
+
+    m = measure_kernel([call(i) for i in range(3)], min_bytes=1, device="cpu", threads=1, quick=True, name="noop")
+    assert str(m).startswith("noop: ")
+    assert min(counts) > 0 and max(counts) - min(counts) <= 2
+
+
+@pytest.mark.parametrize(
+    ("fn", "min_bytes", "message"),
+    [([], 8, "at least one call"), (lambda: None, 0, "min_bytes must be positive, not 0")],
+)
+def test_measure_kernel_refuses_nothing_to_time_or_no_bytes(fn, min_bytes, message):
+    with pytest.raises(ValueError, match=message):
+        measure_kernel(fn, min_bytes=min_bytes, device="cpu", quick=True)

@@ -10,12 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gradcheck_kit.bench.kernel import KernelTiming, measure_kernel
     from gradcheck_kit.bench.runner import Result, Run, run_benchmark
     from gradcheck_kit.bench.speed import speed_line
 
-__all__ = ["Result", "Run", "run_benchmark", "speed_line"]
+__all__ = ["KernelTiming", "Result", "Run", "measure_kernel", "run_benchmark", "speed_line"]
 
 _LAZY = {
+    "KernelTiming": "gradcheck_kit.bench.kernel",
+    "measure_kernel": "gradcheck_kit.bench.kernel",
     "Result": "gradcheck_kit.bench.runner",
     "Run": "gradcheck_kit.bench.runner",
     "run_benchmark": "gradcheck_kit.bench.runner",
