@@ -28,8 +28,11 @@ class NotTimed(Exception):
     """The case is not timed, and why: unavailable here, too slow at this size, or not passing its check."""
 
     def __init__(self, result: Result) -> None:
+        from gradcheck_kit.bench.runner import UNAVAILABLE
+        from gradcheck_kit.report import SKIPPED
+
         reason = result.message
-        if result.status not in ("unavailable", "skipped"):
+        if result.status not in (UNAVAILABLE, SKIPPED):  # the message says it all
             reason = f"not timed: {result.status}" + (f": {reason}" if reason else "")
         super().__init__(reason)
         self.result = result
