@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             extra=args.pytest_args,
         )
         started = time.monotonic()
-        code, stopped = _run_isolated(command, cwd=exercises.parent, deadline=args.deadline)
+        code, stopped = _run_isolated(command, cwd=exercises.parent, deadline=args.deadline, tmp=Path(scratch))
         data = _read(results)
         if stopped or data is None or not data.get("extra_data", {}).get("complete", False):
             why = f"grading was stopped at the deadline of {args.deadline:g} s" if stopped else _describe_exit(code)
@@ -172,13 +172,21 @@ def pytest_command(
     return [*command, *extra]
 
 
-def _run_isolated(command: list[str], cwd: Path, deadline: float | None = None) -> tuple[int, bool]:
+def _run_isolated(
+    command: list[str], cwd: Path, deadline: float | None = None, tmp: Path | None = None
+) -> tuple[int, bool]:
     """Run ``command`` in its own process group; stop whatever it leaves running.
+
+    Args:
+        tmp: a folder to be the child's temporary directory, so that what a killed
+            child leaves there (multiprocessing's sockets, worker logs) goes with it.
 
     Returns:
         The exit code, and whether the deadline stopped it.
     """
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # no __pycache__ in the submission's folder
+    if tmp is not None and len(str(tmp)) <= _LONGEST_TMP:
+        env["TMPDIR"] = str(tmp)
     process = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True)
     stopped = False
     try:
@@ -195,6 +203,11 @@ def _run_isolated(command: list[str], cwd: Path, deadline: float | None = None) 
     # A sandbox worker whose grader was killed would otherwise run on: it is in the group.
     _signal_group(process.pid, signal.SIGKILL)
     return code, stopped
+
+
+#: multiprocessing listens on a socket at TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX, and a
+#: socket's path may not pass 104 bytes (macOS; 108 on Linux).
+_LONGEST_TMP = 104 - len("/pymp-XXXXXXXX/listener-XXXXXXXX")
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ EXERCISE_FILES = ("ex1_chunked_backward.py", "ex2_cross_entropy.py", "ex3_batchn
 class Graded:
     """One run of ``gradcheck-kit grade`` on a submission folder."""
 
-    def __init__(self, submission: Path, results: Path, *options: str) -> None:
+    def __init__(self, submission: Path, results: Path, *options: str, env: dict[str, str] | None = None) -> None:
         self.submission = submission
         self.before = sorted(p.name for p in submission.iterdir())
         command = [
@@ -39,7 +41,7 @@ class Graded:
             str(results),
             *options,
         ]
-        self.process = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        self.process = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
         self.stdout = self.process.stdout
         self.results = json.loads(results.read_text(encoding="utf-8"))
 
@@ -114,7 +116,14 @@ def test_the_submission_is_graded_where_it_lies_and_left_as_it_was(mixed: Graded
 
 
 def test_results_json_is_written_even_when_the_submission_kills_the_grader(tmp_path: Path):
-    graded = Graded(submission(HOSTILE / "kills_grader", tmp_path / "submission"), tmp_path / "results.json")
+    # A short TMPDIR: the grader's own goes inside it, and a socket's path is at most 104 bytes.
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        graded = Graded(
+            submission(HOSTILE / "kills_grader", tmp_path / "submission"), tmp_path / "results.json",
+            env={**os.environ, "TMPDIR": tmp},
+        )  # fmt: skip
+        # The killed grader's temporary files (multiprocessing's socket folder, worker logs) went with the run's.
+        assert list(Path(tmp).iterdir()) == []
     data = graded.results
     assert graded.process.returncode == 1
     assert validate(data) == []
