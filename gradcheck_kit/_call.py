@@ -153,7 +153,11 @@ def _memory_limit(limit: int | None, torch: ModuleType) -> Iterator[None]:
 
     # Only the soft limit is lowered, so that it can be raised again afterwards.
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    except (ValueError, OSError):  # a system that will not limit address space (some macOS versions)
+        yield
+        return
     try:
         yield
     finally:

@@ -529,3 +529,16 @@ def test_outcomes_are_frozen() -> None:
     with pytest.raises(AttributeError):
         outcome.status = "error"  # type: ignore[misc]
     assert outcome.ok and not Outcome("timeout").ok
+
+
+def test_a_system_that_refuses_a_memory_limit_still_runs_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from gradcheck_kit._call import _memory_limit
+
+    def refuse(*args: object) -> None:
+        raise ValueError("not allowed to raise maximum limit")
+
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    with _memory_limit(GiB, torch):  # raised ValueError before the body ran, without the fallback
+        pass
