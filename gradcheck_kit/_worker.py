@@ -16,12 +16,10 @@ import io
 import multiprocessing
 import os
 import pickle
-import select
 import signal
 import sys
 import tempfile
 import threading
-import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -64,7 +62,7 @@ class Worker:
         os.close(fd)
         context = _context()
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, self.log_path, os.getpid()), daemon=True)
+        self.process = context.Process(target=_serve, args=(child, self.log_path), daemon=True)
         try:
             self.process.start()
         except Exception as exc:
@@ -175,11 +173,11 @@ def _stop(process: multiprocessing.process.BaseProcess, conn: Connection, log_pa
     _remove(log_path)
 
 
-def _serve(conn: Connection, log_path: str, parent_pid: int) -> None:
+def _serve(conn: Connection, log_path: str) -> None:
     """The worker's main loop: run requests until the parent hangs up."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with(parent_pid, log_path)
+    _exit_with_parent(log_path)
     out = _CappedWriter(lambda text: os.write(1, text.encode("utf-8", "replace")), OUTPUT_LIMIT)
     _redirect_output(log_path, out)
     faulthandler.enable(file=2)
@@ -213,36 +211,25 @@ def _serve(conn: Connection, log_path: str, parent_pid: int) -> None:
             return
 
 
-def _exit_with(parent_pid: int, log_path: str) -> None:
+def _exit_with_parent(log_path: str) -> None:
     """End this worker as soon as the process that started it ends, in the middle of a call too.
 
-    The worker's own parent is multiprocessing's fork server, which lives on
-    while any worker does: without this, a grader killed with SIGKILL would
-    leave a student's endless loop running, and its log file behind.
+    A forked worker's own parent is multiprocessing's fork server, which lives
+    on while any worker does: without this, a grader killed with SIGKILL would
+    leave a student's endless loop running, and its log file behind. The
+    sentinel of ``parent_process()`` is made for this: it becomes ready when the
+    process that asked for the worker is gone.
     """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
     def watch() -> None:
-        try:
-            pidfd = os.pidfd_open(parent_pid)
-        except (AttributeError, OSError):  # not Linux 5.3 or later: ask once a second
-            while _running(parent_pid):
-                time.sleep(1.0)
-        else:
-            select.select([pidfd], [], [])  # readable once the process has ended
+        parent.join()
         _remove(log_path)
         os._exit(1)
 
     threading.Thread(target=watch, name="gradcheck-exit-with-parent", daemon=True).start()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    return True
 
 
 def _remove(path: str) -> None:
