@@ -216,6 +216,12 @@ class Results:
             passed = sum(t.passed for t in e.tests)
             points = f"{format_points(e.score)} / {format_points(e.points)}"
             line = f"{e.title:<{width}}  {points:>11}   {passed} of {len(e.tests)} tests passed"
+            skipped = [t for t in e.tests if t.outcome == SKIPPED]
+            if skipped:
+                line += f", {len(skipped)} skipped"
+                reasons = {_headline(t.text) for t in skipped}
+                if len(skipped) == len(e.tests) and len(reasons) == 1:
+                    line += f": {reasons.pop()}"
             if len(ran) < len(e.tests) or e.missing:
                 line += ", the others did not run"
             lines.append(line)
@@ -364,7 +370,7 @@ def _table(run: TestRun) -> str:
 
 
 def _headline(text: str) -> str:
-    """The line of a failure's text that says the most: a diagnosis, else the last line."""
+    """The line of a failure's text that says the most: a diagnosis, else the last line (a skip's reason)."""
     lines = [line.strip() for line in _clean(text).splitlines() if line.strip()]
     for line in lines:
         if line.startswith(("Falsifying example", "E ")):
@@ -372,7 +378,7 @@ def _headline(text: str) -> str:
     for line in lines:
         if ": " in line and line.split(":", 1)[0].startswith("d"):
             return line
-    return lines[-1] if lines else ""
+    return lines[-1].removeprefix("Skipped: ") if lines else ""
 
 
 def _clean(text: str) -> str:

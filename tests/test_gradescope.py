@@ -267,6 +267,22 @@ def test_the_score_line_follows_the_tables(course: pytest.Pytester):
     assert result.ret == 1
 
 
+def test_an_exercise_skipped_whole_says_why_once(course: pytest.Pytester):
+    course.makefile(".toml", points=POINTS + "[ex3]\npoints = 0\n")
+    course.makepyfile(
+        test_ex3="import pytest\n"
+        "pytestmark = pytest.mark.gradcheck(exercise='ex3')\n"
+        "def test_kernel(device):\n    pytest.skip('needs a CUDA GPU')\n"
+    )
+    result = course.runpytest("-p", "no:cacheprovider", "--gradcheck-device=cpu", "-k", "ex2 or ex3")
+    result.stdout.fnmatch_lines(
+        [
+            "exercise 2: cross-entropy backward * 5 / 5   1 of 1 tests passed",
+            "exercise 3: batchnorm backward * 0 / 0   0 of 1 tests passed, 1 skipped: needs a CUDA GPU",
+        ]
+    )
+
+
 def test_the_gradescope_option_writes_one_valid_entry_per_graded_test(course: pytest.Pytester):
     course.runpytest("-p", "no:cacheprovider", "--gradescope=out/results.json")
     data = results_of(course, "out/results.json")
