@@ -227,7 +227,7 @@ class Results:
             lines.append(line)
             for t in e.tests:
                 if (t.outcome == FAILED or (t.outcome == SKIPPED and t.share.max_score)) and not t.rows:
-                    lines.append(f"    {t.share.name}: {t.outcome.upper()}: {_headline(t.text)}")
+                    lines.append(f"    {t.share.name}: {_outcome_line(t)}")
         lines.append(self.score_line())
         return lines
 
@@ -367,6 +367,19 @@ def _table(run: TestRun) -> str:
     from gradcheck_kit.report import Report
 
     return Report.from_dict({"title": run.share.name, "rows": run.rows}).to_text(color=False)
+
+
+def _outcome_line(run: TestRun) -> str:
+    """``FAILED: why`` for a test's line under its exercise; a stub's says NOT STARTED, once."""
+    from gradcheck_kit.plugin import NOT_STARTED
+
+    headline = _headline(run.text)
+    if run.verdict != NOT_STARTED:
+        return f"{run.outcome.upper()}: {headline}"
+    # "dlogits: NOT STARTED: not started (Exercise 2: ...)" -> "dlogits: Exercise 2: ..."
+    headline = re.sub(r"^(\w+): NOT STARTED: ", r"\1: ", headline)
+    headline = re.sub(r"not started \((.*)\)$", r"\1", headline)
+    return f"NOT STARTED: {headline}"
 
 
 def _headline(text: str) -> str:

@@ -41,6 +41,7 @@ def test_untouched_stubs_are_not_started_and_fail_the_run(stubs):
     assert set(graded.values()) == {"NOT STARTED"}, graded
     assert stubs.returncode == 1
     assert "Score: 0 / 100" in stubs.stdout
+    assert "other shapes: NOT STARTED: dlogits: Exercise 2: write dlogits" in stubs.stdout
     assert "faster than your chunked one" not in stubs.stdout
 
 
