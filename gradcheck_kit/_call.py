@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import dis
 import inspect
+import os
 import pickle
 import sys
 import threading
@@ -67,13 +68,16 @@ def execute(call: Call) -> Reply:
     import torch
 
     path = Path(call.path).resolve()
-    with _torch_settings(torch):
+    # Top-level code runs on import, on the CPU: under the same limit as the call.
+    on_cpu = torch.device(call.device).type == "cpu"
+    with _process_settings(torch):
         try:
-            module = load_module(path)
+            with _memory_limit(call.memory_limit if on_cpu else None, torch):
+                module = load_module(path)
         except SystemExit as exc:
             return Reply(_exited(exc, path))
         except Exception as exc:
-            return Reply(_import_failure(exc, path))
+            return Reply(_import_failure(exc, path, call.memory_limit if on_cpu else None))
         try:
             reply = _call_function(module, call, path, torch)
         finally:
@@ -129,10 +133,15 @@ def _send_back(reply: Reply) -> Reply:
 
 
 @contextlib.contextmanager
-def _torch_settings(torch: ModuleType) -> Iterator[None]:
-    """Run with TF32 off, and undo the global settings the student's code changes."""
+def _process_settings(torch: ModuleType) -> Iterator[None]:
+    """Run with TF32 off, and undo the process-wide settings the student's code changes.
+
+    The worker outlives the call: a default dtype, a thread count or a working
+    directory left behind would change every later call.
+    """
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = (torch.get_default_dtype(), torch.is_grad_enabled(), matmul.allow_tf32, cudnn.allow_tf32)
+    threads, cwd = torch.get_num_threads(), os.getcwd()
     # TF32 keeps 10 mantissa bits: errors far above any gradient tolerance.
     matmul.allow_tf32 = False
     cudnn.allow_tf32 = False
@@ -142,6 +151,10 @@ def _torch_settings(torch: ModuleType) -> Iterator[None]:
         torch.set_default_dtype(saved[0])
         torch.set_grad_enabled(saved[1])
         matmul.allow_tf32, cudnn.allow_tf32 = saved[2], saved[3]
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        with contextlib.suppress(OSError):  # a folder removed since: the call's own business
+            os.chdir(cwd)
 
 
 @contextlib.contextmanager
@@ -246,8 +259,7 @@ def _raised(exc: Exception, path: Path, duration: float, memory_limit: int | Non
     message, trace = _describe(exc, path)
     if isinstance(exc, NotImplementedError) and _raised_by_student(exc, path):
         return failure("not_started", str(exc) or "NotImplementedError", trace, duration)
-    if memory_limit is not None and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)):
-        message += f"\n(a call may use at most {memory_limit / _GiB:.3g} GiB of memory)"
+    message += _memory_note(exc, memory_limit)
     return failure("error", message, trace, duration)
 
 
@@ -289,11 +301,19 @@ def _exited(exc: SystemExit, path: Path, duration: float = 0.0) -> Outcome:
     return failure("exited", *_describe(exc, path, headline), duration)
 
 
-def _import_failure(exc: Exception, path: Path) -> Outcome:
+def _memory_note(exc: Exception, memory_limit: int | None) -> str:
+    """The limit, when ``exc`` says memory ran out under it."""
+    if memory_limit is not None and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)):
+        return f"\n(a call may use at most {memory_limit / _GiB:.3g} GiB of memory)"
+    return ""
+
+
+def _import_failure(exc: Exception, path: Path, memory_limit: int | None) -> Outcome:
     if isinstance(exc, SyntaxError) and exc.filename == str(path):
         message = f"{type(exc).__name__}: {exc.msg}\nat {path.name}:{exc.lineno}: {(exc.text or '').strip()}"
         return failure("import_error", message, "".join(traceback.format_exception_only(type(exc), exc)))
     message, trace = _describe(exc, path)
+    message += _memory_note(exc, memory_limit)
     return failure("import_error", f"{path.name} could not be imported: {message}", trace)
 
 

@@ -302,16 +302,24 @@ _SIGNAL_MEANINGS = {
 }
 
 
+#: The signals that running out of memory ends a process with.
+_OUT_OF_MEMORY_SIGNALS = ("SIGKILL", "SIGSEGV", "SIGABRT")
+
+
 def _crashed(code: int | None, memory_limit: int | None, waited: float) -> Outcome:
+    """Why the worker died during a call; ``memory_limit`` is the limit the call ran under, if any."""
     if code is None or code >= 0:
         message = (
             f"the worker process exited with code {code} during the call: the code (or a library it "
             "called) ended the process directly, e.g. with os._exit(), which skips all cleanup"
         )
     else:
-        sig = signal.Signals(-code)
-        meaning = _SIGNAL_MEANINGS.get(sig.name, "it was stopped from outside or by the operating system")
-        message = f"the worker process was killed by {sig.name} during the call: {meaning}"
-        if memory_limit is not None:
-            message += f" (a call may use at most {memory_limit / _GiB:.3g} GiB of memory)"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a signal with no name, such as a real-time one
+            name = f"signal {-code}"
+        meaning = _SIGNAL_MEANINGS.get(name, "it was stopped from outside or by the operating system")
+        message = f"the worker process was killed by {name} during the call: {meaning}"
+        if memory_limit is not None and name in _OUT_OF_MEMORY_SIGNALS:
+            message += f" (a call on the CPU may use at most {memory_limit / _GiB:.3g} GiB of memory)"
     return failure("crashed", message, duration=waited)

@@ -205,7 +205,8 @@ class Sandbox:
         from gradcheck_kit._call import Call, map_tensors
         from gradcheck_kit._worker import run_here
 
-        call = Call(str(path), func_name, args, kwargs, device, guarded=guarded)
+        # Resolved here: the worker's working directory is not necessarily this one.
+        call = Call(os.path.abspath(path), func_name, args, kwargs, device, guarded=guarded)
         if not self.isolate:
             return run_here(call)
         call = dataclasses.replace(
@@ -244,7 +245,9 @@ class Sandbox:
         except BaseException:  # e.g. Ctrl-C while waiting: leave no worker behind
             self.close()
             raise
-        reply = worker.reply(answer, limit, time.perf_counter() - started, call.memory_limit)
+        # A call on CUDA runs without the limit: the CUDA driver maps far more address space than it uses.
+        memory_limit = None if call.device.startswith("cuda") else call.memory_limit
+        reply = worker.reply(answer, limit, time.perf_counter() - started, memory_limit)
         if not reply.reusable:
             self.close()
         return reply.outcome

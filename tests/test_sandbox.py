@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -446,6 +447,45 @@ def test_a_worker_killed_by_a_signal_is_a_crash_naming_it(sandbox: Sandbox, tmp_
     assert outcome.status == "crashed"
     assert outcome.message.startswith("the worker process was killed by SIGSEGV during the call")
     assert "Fatal Python error: Segmentation fault" in outcome.stdout  # faulthandler's report
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGRTMIN"), reason="real-time signals are POSIX")
+def test_a_worker_killed_by_a_signal_with_no_name_is_a_crash_too(sandbox: Sandbox, tmp_path: Path) -> None:
+    number = signal.SIGRTMIN + 6
+    path = student(tmp_path, f"def f():\n    os.kill(os.getpid(), {number})\n\ndef g():\n    return 1\n")
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "crashed"
+    assert outcome.message.startswith(f"the worker process was killed by signal {number} during the call")
+    assert "GiB of memory" not in outcome.message  # not a signal that running out of memory sends
+    assert sandbox.call(path, "g").value == 1
+
+
+def test_the_thread_count_and_working_directory_a_call_changes_are_restored(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = student(
+        tmp_path,
+        """
+        def change():
+            torch.set_num_threads(1)
+            os.chdir("/")
+
+        def state():
+            return torch.get_num_threads(), os.getcwd()
+        """,
+    )
+    monkeypatch.chdir(tmp_path)
+    before = sandbox.call(path.name, "state").value  # a path relative to the caller's directory
+    assert sandbox.call(path.name, "change").ok
+    assert sandbox.call(path.name, "state").value == before
+
+
+def test_the_memory_limit_covers_the_files_top_level_code(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(tmp_path, "X = torch.empty(2**30)\n\ndef f():\n    return 1\n")
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "import_error"
+    assert "can't allocate memory" in outcome.message
+    assert outcome.message.endswith("(a call may use at most 3 GiB of memory)")
 
 
 def test_close_stops_the_worker(sandbox: Sandbox, tmp_path: Path) -> None:
