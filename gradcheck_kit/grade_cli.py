@@ -57,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--deadline",
         type=float,
         metavar="SECONDS",
-        help="stop grading after SECONDS in all and keep what was graded (set it below Gradescope's own limit)",
+        help=(
+            "stop grading after SECONDS in all and keep what was graded; stopping takes up to "
+            f"{_GRACE:g} s more, so set it at least that far below Gradescope's own limit"
+        ),
     )
     parser.add_argument(
         "-n",
@@ -200,8 +203,10 @@ def _run_isolated(
         except subprocess.TimeoutExpired:
             _signal_group(process.pid, signal.SIGKILL)
             code = process.wait()
-    # A sandbox worker whose grader was killed would otherwise run on: it is in the group.
-    _signal_group(process.pid, signal.SIGKILL)
+    finally:
+        # Also after a second Ctrl-C: the child runs in a session of its own, and a sandbox
+        # worker whose grader is gone would run on. Everything left in the group goes.
+        _signal_group(process.pid, signal.SIGKILL)
     return code, stopped
 
 

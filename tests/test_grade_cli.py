@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,8 @@ import pytest
 import torch  # noqa: F401
 
 from gradcheck_kit.cli import main
-from gradcheck_kit.grade_cli import find_exercises, pytest_command
-from gradcheck_kit.gradescope import validate
+from gradcheck_kit.grade_cli import _run_isolated, find_exercises, pytest_command
+from gradcheck_kit.gradescope import validate, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -245,3 +247,31 @@ def test_workers_use_xdists_default_scheduling_and_options_reach_pytest_as_singl
     assert f"--impl={tmp_path / 'student'}" in command
     assert "--gradcheck-timeout=5" in command and "--gradcheck-device=cpu" in command
     assert command[command.index("gradcheck") - 1] == "-m"
+
+
+def test_a_second_ctrl_c_while_waiting_for_the_grader_still_stops_it(tmp_path: Path, ends_within):
+    # A grader that ignores the first Ctrl-C (SIGINT), and the user presses it again.
+    pid_file = tmp_path / "pid"
+    child = (
+        f"import os, pathlib, signal, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); "
+        "signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(120)"
+    )
+    command = [sys.executable, "-c", child]
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run_isolated(command, cwd=tmp_path, deadline=1.0)
+    finally:
+        timer.cancel()
+    assert ends_within(int(pid_file.read_text()), 10), "the grader went on after the second Ctrl-C"
+
+
+def test_results_json_can_be_read_by_others_as_the_umask_allows(tmp_path: Path):
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "results.json", {"score": 1})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
