@@ -312,6 +312,34 @@ def test_a_wrong_implementation_is_reported_and_never_timed(tmp_path, monkeypatc
     assert len(timed) == len(reference)
 
 
+def test_what_a_students_variant_writes_into_its_inputs_reaches_no_other_variant(tmp_path):
+    shutil.copytree(SOLUTIONS, tmp_path, dirs_exist_ok=True)
+    # Right gradients, then the forward pass it was given scribbled over: the fused variant runs next.
+    (tmp_path / "ex1_chunked_backward.py").write_text(
+        (SOLUTIONS / "ex1_chunked_backward.py").read_text() + "\n\n_right = chunked_backward\n\n"
+        "def chunked_backward(f):\n"
+        "    g = _right(f)\n"
+        "    f.logits.mul_(3.0)\n"
+        "    f.bnraw.zero_()\n"
+        "    return g\n"
+    )
+    impl = Implementation(tmp_path)
+    run = run_benchmark(device=torch.device("cpu"), budget=TINY, quick=True, threads=1, impl=impl, ops=[MLP])
+    mine = {r.variant: r.status for r in run.results if r.source == impl.label and r.size == run.results[0].size}
+    assert mine == {"impl-chunked": "ok", "impl-fused": "ok"}
+
+
+def test_benchmark_cases_import_an_implementations_file_once(tmp_path):
+    from gradcheck_kit.bench.cases import benchmark_cases, prepare
+
+    shutil.copytree(SOLUTIONS, tmp_path, dirs_exist_ok=True)
+    cases = [c for c in benchmark_cases(["cpu"], tmp_path) if c.variant == "impl-fused" and c.op == "cross_entropy"]
+    loaded = {name for name in sys.modules if "ex2_cross_entropy" in name}
+    for case in cases[:3]:
+        prepare(case, tmp_path)
+    assert len({name for name in sys.modules if "ex2_cross_entropy" in name} - loaded) <= 1
+
+
 # ----------------------------------------------------------------- outputs
 
 

@@ -73,11 +73,10 @@ def benchmark_cases(devices: Sequence[str], impl_dir: Path | None) -> list[Case]
     """Every case of a full ``gradcheck-kit bench`` run on ``devices``, inputs shared by neighbours."""
     import torch
 
-    from gradcheck_kit.bench.impl import Implementation
     from gradcheck_kit.bench.ops import OPS
     from gradcheck_kit.bench.sizes import plan
 
-    impl = Implementation(impl_dir) if impl_dir is not None else None
+    impl = _implementation(impl_dir) if impl_dir is not None else None
     found = []
     for device in devices:
         where = torch.device(device)
@@ -96,7 +95,6 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
     """
     import torch
 
-    from gradcheck_kit.bench.impl import Implementation
     from gradcheck_kit.bench.memory import peak_bytes
     from gradcheck_kit.bench.ops import get_op
     from gradcheck_kit.bench.runner import UNAVAILABLE, Result, check_variant
@@ -106,7 +104,7 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
     op = get_op(case.op)
     device = torch.device(case.device)
     params = dict(case.params)
-    impl = Implementation(impl_dir) if impl_dir is not None else None
+    impl = _implementation(impl_dir) if impl_dir is not None else None
     variant = next((v for v in op.all_variants(impl, device) if v.key == case.variant), None)
     min_bytes = op.bytes_moved(params, torch.float32)
     tags = next((tuple(sorted(s.tags)) for s in plan(case.op, device.type, quick=False) if s.params == case.params), ())
@@ -122,6 +120,9 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
     if variant.fits is not None and not variant.fits(params):
         raise NotTimed(result(status=SKIPPED, message="too slow at this size"))
     input_sets = _input_sets(case.op, case.params, case.device)
+    # The student's code gets copies: what it writes into its inputs must not reach other cases.
+    if variant.student:
+        input_sets = [inputs.own_copy() for inputs in input_sets]
     check = check_variant(op, variant, input_sets[0])
     if not check.ok:
         raise NotTimed(result(status=check.status, message=check.message))
@@ -175,6 +176,14 @@ class Collected:
                 run.results.extend(with_speedups(group, get_op(op).baseline))
             runs.append(run)
         return runs
+
+
+@functools.cache
+def _implementation(impl_dir: Path) -> Any:
+    """One :class:`Implementation` per folder, so that each file is imported once per session."""
+    from gradcheck_kit.bench.impl import Implementation
+
+    return Implementation(impl_dir)
 
 
 def _step(calls: Sequence[Callable[[], object]], device: Any) -> Callable[[], None]:

@@ -249,11 +249,13 @@ def _run_size(
         if variant.fits is not None and not variant.fits(params):
             yield result(status=SKIPPED, message="too slow at this size")
             continue
-        check = check_variant(op, variant, input_sets[0])
+        # The student's code gets copies: what it writes into its inputs must not reach other variants.
+        own = [inputs.own_copy() for inputs in input_sets] if variant.student else input_sets
+        check = check_variant(op, variant, own[0])
         if not check.ok:
             yield result(status=check.status, message=check.message)
             continue
-        calls = [variant.prepare(inputs) for inputs in input_sets]
+        calls = [variant.prepare(inputs) for inputs in own]
         peak = peak_bytes(calls[0], device)
         timing = measure(calls, threads=threads, budget=budget)
         del calls

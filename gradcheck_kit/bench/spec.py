@@ -29,6 +29,11 @@ class Inputs:
     f: Any
     expected: Mapping[str, torch.Tensor] | None = None
 
+    def own_copy(self) -> Inputs:
+        """The same inputs, every tensor of the forward pass copied: for code that may write into them."""
+        values = {k: t.detach().clone() if isinstance(t, torch.Tensor) else t for k, t in vars(self.f).items()}
+        return Inputs(type(self.f)(**values), self.expected)
+
 
 @dataclass(frozen=True)
 class Variant:
