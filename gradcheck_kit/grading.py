@@ -107,16 +107,11 @@ def _join(*parts: str) -> str:
     return " — ".join(p for p in parts if p)
 
 
-def _nonfinite(value: object) -> bool:
-    return isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
-
-
 def _usable(value: object, like: torch.Tensor) -> torch.Tensor | None:
-    """The student's gradient as an upstream for the next step, when it can serve as one."""
+    """The student's gradient as an upstream for the next step, when it can serve as one (NaN included)."""
     if not isinstance(value, torch.Tensor) or value.shape != like.shape or not value.is_floating_point():
         return None
-    value = value.detach().to(device=like.device, dtype=like.dtype)
-    return value if bool(torch.isfinite(value).all()) else None
+    return value.detach().to(device=like.device, dtype=like.dtype)
 
 
 def grade_steps(
@@ -130,6 +125,11 @@ def grade_steps(
     mistakes: Mapping[str, Sequence[Mistake]] | None = None,
 ) -> list[Row]:
     """Grade every gradient in ``reference`` (in its order) with the no-double-penalty rule.
+
+    A step is only credited as inherited where it can be checked: when the
+    student's upstream gradients make the step zero or NaN everywhere (a
+    placeholder of zeros upstream, say), any output of zeros or NaN would
+    "match", so the gradient must match the reference itself.
 
     Args:
         student: the student's gradients by name; missing or None means not started.
@@ -145,7 +145,6 @@ def grade_steps(
     """
     hints = hints or {}
     mistakes = mistakes or {}
-    nonfinite = {name for name, value in student.items() if _nonfinite(value)}
     every = recording.grads(loss)
     upstream: dict[str, torch.Tensor] = {}
     for name, ref in every.items():
@@ -159,21 +158,23 @@ def grade_steps(
     first_wrong: str | None = None
     for name, expected in reference.items():
         actual = student.get(name)
-        branches = _step_branches(name, recording, upstream, loss_name, loss)
-        scale = _scale(upstream[c] for c in recording.consumers(name) if c in upstream)
-        c = graded_compare(name, actual, expected, scale)
+        consumers = recording.consumers(name)
+        # The reference's own upstream sets the scale: a student's huge upstream must not widen the tolerance.
+        c = graded_compare(name, actual, expected, _scale(every[u] for u in consumers if every.get(u) is not None))
         known = mistakes.get(name, ())
-        if c.problem == "nonfinite" and nonfinite & set(recording.consumers(name)):
-            # NaN and Inf spread down the backward pass: only the step that made them is wrong.
-            source = f" (d{first_wrong})" if first_wrong else ""
-            rows.append(Row(c, INHERITED, f"the NaN/Inf values come from upstream{source}"))
-            continue
-        if c.problem == "mismatch" and branches:
+        branches = _step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
+        if c.problem in ("mismatch", "nonfinite") and branches:
             step = sum(branches.values())
             assert isinstance(step, torch.Tensor)
-            if graded_compare(name, actual, step, scale).approximate:
-                source = f" (d{first_wrong})" if first_wrong else ""
-                rows.append(Row(c, INHERITED, f"your step is right; the error is upstream{source}"))
+            source = f" (d{first_wrong})" if first_wrong else ""
+            own = _own_step(name, actual, step, expected, _scale(upstream[u] for u in consumers if u in upstream))
+            if own is None:
+                rows.append(Row(c, WRONG, f"cannot be checked: your upstream gradients{source} make this step "
+                                          "zero or NaN everywhere; fix them first"))  # fmt: skip
+                continue
+            if own:
+                where = "the NaN/Inf values come from upstream" if c.problem == "nonfinite" else "the error is upstream"
+                rows.append(Row(c, INHERITED, f"your step is right; {where}{source}"))
                 continue
             row = _verdict(c, actual, step, n=n, mistakes=known, branches=branches, hint=hints.get(name, ""))
         else:
@@ -183,6 +184,23 @@ def grade_steps(
             row = Row(row.comparison, row.verdict, _join("first wrong step", row.note))
         rows.append(row)
     return rows
+
+
+def _own_step(name: str, actual: object, step: torch.Tensor, expected: torch.Tensor, scale: float) -> bool | None:
+    """Whether ``actual`` is the student's upstream taken through this step's true local derivative.
+
+    Returns None when that cannot be told: the step is zero or NaN everywhere
+    while the gradient itself is not zero, so no output would show the step wrong.
+    """
+    finite = torch.isfinite(step)
+    if not bool(step[finite].any()) and bool(expected.any()):
+        return None
+    if not isinstance(actual, torch.Tensor) or actual.shape != step.shape or not actual.is_floating_point():
+        return False
+    actual = actual.detach().to(device=step.device, dtype=step.dtype)
+    if not torch.equal(torch.isfinite(actual), finite):  # NaN/Inf exactly where the upstream's flow
+        return False
+    return graded_compare(name, actual[finite], step[finite], scale).approximate
 
 
 def _step_branches(

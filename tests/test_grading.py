@@ -65,6 +65,38 @@ def test_one_wrong_early_step_costs_only_that_step(fwd, tmp_path):
     assert "dlogprobs" in rows["probs"].note
 
 
+def test_placeholders_of_zeros_after_a_wrong_step_earn_nothing(fwd):
+    # The first eight gradients written, the rest left as zeros: a zero upstream makes every
+    # later step zero, so zeros would "match" without showing anything.
+    f = fwd.student_view()
+    grads = SOLUTION.chunked_backward(f)
+    for name in GRADED[8:]:
+        grads[name] = torch.zeros_like(getattr(f, name))
+    grads["h"] = torch.zeros_like(f.h)  # the first placeholder: wrong in its own right
+    rows = grade(fwd, grads)
+    assert all(rows[name].passed for name in GRADED[:8])
+    # db1 is analytically zero (the batchnorm removes the bias): there zeros are right.
+    assert [name for name in GRADED[8:] if rows[name].passed] == ["b1"]
+    assert rows["hpreact"].note.startswith("cannot be checked: your upstream gradients (dh) make this step zero")
+
+
+def test_nan_everywhere_earns_nothing(fwd):
+    f = fwd.student_view()
+    rows = grade(fwd, {name: torch.full_like(getattr(f, name), float("nan")) for name in GRADED})
+    assert not any(row.passed for row in rows.values())
+    assert "cannot be checked" in rows["probs"].note
+
+
+def test_a_huge_wrong_upstream_does_not_widen_the_tolerance_downstream(fwd):
+    f = fwd.student_view()
+    grads = SOLUTION.chunked_backward(f)
+    grads["logits"] = torch.full_like(f.logits, 1e30)
+    grads["W2"], grads["b2"] = torch.zeros_like(f.W2), torch.randn_like(f.b2)
+    rows = grade(fwd, grads)
+    assert rows["logits"].verdict == WRONG
+    assert rows["W2"].verdict == WRONG and rows["b2"].verdict == WRONG
+
+
 @pytest.mark.parametrize(
     ("old", "new", "wrong", "diagnosis"),
     [
