@@ -24,7 +24,7 @@ import traceback
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gradcheck_kit._call import Call, Reply, exception_line, execute, failure
 from gradcheck_kit.sandbox import OUTPUT_LIMIT, Outcome, WorkerStartError
@@ -45,6 +45,55 @@ def run_here(call: Call) -> Outcome:
         reply = execute(call)
     out.finish()
     return dataclasses.replace(reply.outcome, stdout="".join(parts))
+
+
+def load_reply(data: bytes) -> Reply:
+    """Unpickle a worker's reply, allowing only the types a reply is made of.
+
+    The worker runs the student's code, which can send anything down the pipe:
+    a plain ``pickle.loads`` would run any function it names, in the grader.
+    """
+    reply = _ReplyUnpickler(io.BytesIO(data)).load()
+    if not isinstance(reply, Reply):
+        raise pickle.UnpicklingError(f"a worker's reply must be a Reply, not {type(reply).__name__}")
+    return reply
+
+
+#: What a reply may name, by module: the reply's own types, containers, torch dtypes, numpy arrays.
+_REPLY_GLOBALS = {
+    "gradcheck_kit._call": {"Reply"},
+    "gradcheck_kit.sandbox": {"Outcome", "TensorInfo", "_rebuild_returned_tensor"},
+    "builtins": {"set", "frozenset", "complex", "slice", "bytearray"},
+    "collections": {"OrderedDict"},
+    "types": {"SimpleNamespace"},
+    "torch": {"Size", "device"},
+    "numpy": {"dtype", "ndarray"},
+    "numpy.core.multiarray": {"_reconstruct", "scalar"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "numpy.core.numeric": {"_frombuffer"},
+    "numpy._core.numeric": {"_frombuffer"},
+}
+
+
+class _ReplyUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD can be checked
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def find_class(self, module: str, name: str) -> Any:
+        import torch
+
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if name not in _REPLY_GLOBALS.get(module, ()):
+            raise pickle.UnpicklingError(f"a reply may not contain {module}.{name}")
+        return super().find_class(module, name)
+
+    def load_build(self) -> None:
+        # BUILD sets attributes; on a class it would rewrite the class for every later use.
+        if isinstance(self.stack[-2], type):
+            raise pickle.UnpicklingError("a reply may not set attributes of a class")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 class Lost(enum.Enum):
@@ -118,7 +167,7 @@ class Worker:
             reply = Reply(_crashed(self.process.exitcode, memory_limit, waited), reusable=False)
         else:
             try:
-                reply = pickle.loads(answer)
+                reply = load_reply(answer)
             except Exception as exc:  # e.g. an instance of a class defined in the student's file
                 reply = Reply(failure("error", f"the return value could not be received: {exception_line(exc)}"))
         return Reply(dataclasses.replace(reply.outcome, stdout=self.output()), reply.reusable)

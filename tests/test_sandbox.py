@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -571,3 +572,72 @@ def test_a_system_that_refuses_a_memory_limit_still_runs_the_call(monkeypatch: p
     monkeypatch.setattr(resource, "setrlimit", refuse)
     with _memory_limit(GiB, torch):  # raised ValueError before the body ran, without the fallback
         pass
+
+
+# ----------------------------------------------------------------- what a reply may carry
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.randn(3, 4),
+        torch.randn(3, 4, dtype=torch.float64).t(),  # not contiguous
+        torch.randn(5).to(torch.bfloat16),
+        torch.randn(2, 2, dtype=torch.complex64).conj(),
+        torch.tensor(3.5, dtype=torch.float16),  # no dimensions
+        torch.empty(0, 7),
+        torch.tensor([True, False]),
+        torch.arange(6).reshape(2, 3),
+    ],
+    ids=["float32", "transposed", "bfloat16", "conj", "scalar", "empty", "bool", "int64"],
+)
+def test_a_returned_tensor_crosses_as_its_bytes_unchanged(tensor: torch.Tensor) -> None:
+    from gradcheck_kit._call import Reply
+    from gradcheck_kit._worker import load_reply
+
+    sent = Reply(Outcome("ok", {"t": ReturnedTensor(tensor, TensorInfo.of(tensor))}))
+    received = load_reply(pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL)).outcome.value["t"]
+    assert received.info == TensorInfo.of(tensor)
+    assert received.tensor.dtype == tensor.dtype and torch.equal(received.tensor, tensor.resolve_conj())
+
+
+def test_numpy_values_and_containers_cross_too() -> None:
+    from gradcheck_kit._call import Reply
+    from gradcheck_kit._worker import load_reply
+
+    value = {"a": np.arange(4.0), "b": [np.float32(2.0), (1, "x", None)], "c": SimpleNamespace(d={3, 4})}
+    received = load_reply(pickle.dumps(Reply(Outcome("ok", value)), protocol=pickle.HIGHEST_PROTOCOL)).outcome.value
+    assert np.array_equal(received["a"], value["a"]) and received["b"] == value["b"] and received["c"] == value["c"]
+
+
+def test_a_reply_that_would_run_code_in_the_grader_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
+    import gradcheck_kit.report as report
+
+    path = student(
+        tmp_path,
+        """
+        class Payload:
+            def __reduce__(self):
+                return (exec, ("import gradcheck_kit.report as r; r.Row.passed = property(lambda self: True)",))
+
+        def f():
+            return {"note": Payload()}
+        """,
+    )
+    passed = report.Row.passed
+    outcome = sandbox.call(path, "f")
+    assert report.Row.passed is passed
+    assert outcome.status == "error"
+    assert outcome.message == (
+        "the return value could not be received: UnpicklingError: a reply may not contain builtins.exec"
+    )
+
+
+def test_a_reply_may_not_rewrite_a_class() -> None:
+    from gradcheck_kit._worker import load_reply
+
+    # GLOBAL gradcheck_kit.sandbox.Outcome, then BUILD with slot state {"ok": True}: setattr on the class.
+    crafted = b"cgradcheck_kit.sandbox\nOutcome\nN}Vok\nI01\ns\x86b."
+    with pytest.raises(pickle.UnpicklingError, match="may not set attributes of a class"):
+        load_reply(crafted)
+    assert isinstance(Outcome.ok, property)
