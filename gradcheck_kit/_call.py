@@ -68,11 +68,14 @@ def execute(call: Call) -> Reply:
     import torch
 
     path = Path(call.path).resolve()
-    # Top-level code runs on import, on the CPU: under the same limit as the call.
+    from gradcheck_kit.guard import forbid_autograd
+
+    # Top-level code runs on import, on the CPU: under the same limit and guard as the call.
     on_cpu = torch.device(call.device).type == "cpu"
+    guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
     with _process_settings(torch):
         try:
-            with _memory_limit(call.memory_limit if on_cpu else None, torch):
+            with _memory_limit(call.memory_limit if on_cpu else None, torch), guard:
                 module = load_module(path)
         except SystemExit as exc:
             return Reply(_exited(exc, path))
@@ -309,6 +312,11 @@ def _memory_note(exc: Exception, memory_limit: int | None) -> str:
 
 
 def _import_failure(exc: Exception, path: Path, memory_limit: int | None) -> Outcome:
+    from gradcheck_kit.guard import AutogradForbidden
+
+    forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
+    if forbidden is not None:  # the file's top-level code used autograd
+        return failure("forbidden", *_describe(exc, path, exception_line(forbidden)))
     if isinstance(exc, SyntaxError) and exc.filename == str(path):
         message = f"{type(exc).__name__}: {exc.msg}\nat {path.name}:{exc.lineno}: {(exc.text or '').strip()}"
         return failure("import_error", message, "".join(traceback.format_exception_only(type(exc), exc)))

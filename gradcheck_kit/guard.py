@@ -4,7 +4,8 @@ A manual backward pass that calls autograd would be graded against autograd
 itself and always pass, so :func:`forbid_autograd` closes the three places
 autograd can be reached from:
 
-* the reverse-mode engine (``Variable._execution_engine``), which every
+* the reverse-mode engine (``Variable._execution_engine``, and its class,
+  so that no engine of one's own can be made), which every
   public reverse-mode entry point ends in: ``Tensor.backward``,
   ``torch.autograd.backward`` and ``grad``, ``torch.autograd.functional``,
   and the ``torch.func`` transforms built on them (``grad``, ``vjp``,
@@ -22,22 +23,32 @@ and would only replace a clear "forbidden" with torch's own "does not require
 grad" error for some of them.
 
 The guard stops honest mistakes and casual shortcuts, not a determined
-attacker: code that runs in the same process can always undo a patch.
+attacker: code that runs in the same process can always undo a patch, and
+code that starts another process can run autograd there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+import torch
 import torch.autograd.forward_ad as forward_ad
 from torch.autograd.variable import Variable
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["AutogradForbidden", "forbid_autograd"]
+
+#: The engine's class, under each name it is reachable by.
+# (torch.autograd.variable is also the name of a function: the module is looked up by name.)
+_ENGINE_MAKERS = [
+    (torch._C, "_ImperativeEngine"),
+    (importlib.import_module("torch.autograd.variable"), "ImperativeEngine"),
+]
 
 _PREFIX = "manual backward must not use autograd"
 _HINT = "compute the gradient from the forward quantities with tensor operations instead"
@@ -108,18 +119,26 @@ def _forbidden(what: str) -> AutogradForbidden:
     return AutogradForbidden(f"{_PREFIX}: {what} was called; {_HINT}")
 
 
-class _ForbiddenEngine:
-    """Stands in for autograd's engine; every backward run is refused."""
+def _stand_in_engine(engine: Any) -> Any:
+    """An object in place of autograd's engine: every backward run is refused.
 
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
+    The real engine is held by a closure, not by an attribute that code could
+    read to reach it.
+    """
 
-    def run_backward(self, *args: Any, **kwargs: Any) -> Any:
-        raise _forbidden(_entry_point("the autograd engine"))
+    class _ForbiddenEngine:
+        def run_backward(self, *args: Any, **kwargs: Any) -> Any:
+            raise _forbidden(_entry_point("the autograd engine"))
 
-    def __getattr__(self, name: str) -> Any:
-        # queue_callback, is_checkpoint_valid, ... stay usable.
-        return getattr(self._engine, name)
+        def __getattr__(self, name: str) -> Any:
+            # queue_callback, is_checkpoint_valid, ... stay usable.
+            return getattr(engine, name)
+
+    return _ForbiddenEngine()
+
+
+def _forbidden_new_engine(*args: Any, **kwargs: Any) -> Any:
+    raise _forbidden("a new autograd engine (torch._C._ImperativeEngine())")
 
 
 def _forbidden_dual_level() -> int:
@@ -165,11 +184,16 @@ def forbid_autograd() -> Iterator[None]:
     """
     engine = Variable._execution_engine
     enter_dual_level = forward_ad.enter_dual_level
-    Variable._execution_engine = _ForbiddenEngine(engine)  # type: ignore[assignment]
+    makers = [(owner, name, getattr(owner, name)) for owner, name in _ENGINE_MAKERS if hasattr(owner, name)]
+    Variable._execution_engine = _stand_in_engine(engine)  # type: ignore[assignment]
     forward_ad.enter_dual_level = _forbidden_dual_level
+    for owner, name, _ in makers:
+        setattr(owner, name, _forbidden_new_engine)
     try:
         with _NoBackwardKernels():
             yield
     finally:
         Variable._execution_engine = engine  # type: ignore[assignment]
         forward_ad.enter_dual_level = enter_dual_level
+        for owner, name, maker in makers:
+            setattr(owner, name, maker)

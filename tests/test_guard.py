@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import pytest
@@ -217,3 +218,14 @@ def test_a_nested_block_leaves_the_outer_one_in_force() -> None:
         with pytest.raises(AutogradForbidden):
             torch.ops.aten.tanh_backward(_g, _y)
     _autograd_works()
+
+
+def test_no_engine_of_ones_own_can_be_made_and_the_real_one_is_out_of_reach():
+    from torch.autograd.variable import Variable
+
+    with forbid_autograd():
+        for make in (torch._C._ImperativeEngine, importlib.import_module("torch.autograd.variable").ImperativeEngine):
+            with pytest.raises(AutogradForbidden, match="a new autograd engine"):
+                make()
+        assert vars(Variable._execution_engine) == {}
+    assert isinstance(torch._C._ImperativeEngine(), type(Variable._execution_engine))  # restored

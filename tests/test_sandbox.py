@@ -641,3 +641,19 @@ def test_a_reply_may_not_rewrite_a_class() -> None:
     with pytest.raises(pickle.UnpicklingError, match="may not set attributes of a class"):
         load_reply(crafted)
     assert isinstance(Outcome.ok, property)
+
+
+def test_autograd_in_the_files_top_level_code_is_forbidden_too(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        x = torch.ones(3, requires_grad=True)
+        GRAD = torch.autograd.grad((x * x).sum(), x)[0]  # computed while the file is imported
+
+        def f():
+            return GRAD
+        """,
+    )
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "forbidden"
+    assert "manual backward must not use autograd: torch.autograd.grad() was called" in outcome.message
