@@ -21,7 +21,7 @@ from gradcheck_kit.diagnosis import Mistake, diagnose
 from gradcheck_kit.recorder import Recording
 from gradcheck_kit.report import ERROR, EXACT, INHERITED, NOT_STARTED, OK, WRONG, Row
 
-__all__ = ["TOLERANCES", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error"]
+__all__ = ["TOLERANCES", "term_scale", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error"]
 
 #: Per dtype: (rtol, atol relative to the reference's largest magnitude).
 #: Right answers written differently differ from autograd by rounding (about
@@ -62,6 +62,42 @@ def _scale(tensors: Iterable[torch.Tensor]) -> float:
     return max((t.detach().abs().max().item() for t in tensors if t.numel()), default=0.0)
 
 
+#: A gradient below this fraction of the terms it sums is mostly cancellation: its
+#: rounding error is that of the terms, and so is the error of what is computed from it.
+_NOISE = 1e-2
+
+
+def term_scale(recording: Recording, loss: torch.Tensor, grads: Mapping[str, torch.Tensor | None], name: str) -> float:
+    """The size of the terms that ``name``'s reference gradient is the sum of.
+
+    The terms are each use's gradient and what each use contributes through its
+    step; terms that cancel (``db1`` sums ``dhprebn`` over a batch that a
+    batchnorm centred) leave rounding noise, which is judged against their size,
+    not its own. Where a use's own gradient is such noise (at a batch of two, the
+    batchnorm makes ``dhprebn`` noise too), that use's terms count as well.
+    """
+    upstream = {k: v for k, v in grads.items() if v is not None}
+    loss_name = next((k for k, t in recording.intermediates.items() if t is loss), None)
+    memo: dict[str, float] = {}
+
+    def scale_of(x: str) -> float:
+        if x not in memo:
+            memo[x] = 0.0  # the graph is acyclic; this only guards the recursion
+            found = _scale(_step_branches(x, recording, upstream, loss_name, loss).values())
+            for use in recording.consumers(x):
+                g = upstream.get(use)
+                if g is None or use == loss_name:
+                    continue
+                found = max(found, _scale([g]))
+                terms = scale_of(use)
+                if _scale([g]) < _NOISE * terms:
+                    found = max(found, terms)
+            memo[x] = found
+        return memo[x]
+
+    return scale_of(name)
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
@@ -74,9 +110,14 @@ def grade_gradient(
     n: int | None = None,
     mistakes: Sequence[Mistake] = (),
     hint: str = "",
+    scale: float = 0.0,
 ) -> Row:
-    """Grade a single gradient (exercises 2-4): verdict, and a diagnosis when it is wrong."""
-    c = graded_compare(name, actual, expected)
+    """Grade a single gradient (exercises 2-4): verdict, and a diagnosis when it is wrong.
+
+    ``scale`` is the size of the terms the gradient is a sum of, when larger than its own
+    (see :func:`term_scale`).
+    """
+    c = graded_compare(name, actual, expected, scale)
     return _verdict(c, actual, expected, n=n, mistakes=mistakes, hint=hint)
 
 
@@ -159,8 +200,8 @@ def grade_steps(
     for name, expected in reference.items():
         actual = student.get(name)
         consumers = recording.consumers(name)
-        # The reference's own upstream sets the scale: a student's huge upstream must not widen the tolerance.
-        c = graded_compare(name, actual, expected, _scale(every[u] for u in consumers if every.get(u) is not None))
+        # The reference's terms set the scale: a student's huge upstream must not widen the tolerance.
+        c = graded_compare(name, actual, expected, term_scale(recording, loss, every, name))
         known = mistakes.get(name, ())
         branches = _step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
         if c.problem in ("mismatch", "nonfinite") and branches:

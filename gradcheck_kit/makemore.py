@@ -78,10 +78,14 @@ class Forward:
         raise AttributeError(f"the forward pass has no tensor named {name!r}")
 
     @cached_property
+    def all_grads(self) -> dict[str, torch.Tensor | None]:
+        """Autograd's gradient of the loss for every recorded tensor (None where it does not depend on it)."""
+        return self.recording.grads(self.loss)
+
+    @cached_property
     def reference_grads(self) -> dict[str, torch.Tensor]:
         """Autograd's gradient of the loss for each of the 26 graded names, in :data:`GRADED` order."""
-        grads = self.recording.grads(self.loss)
-        return {name: grads[name] for name in GRADED}  # type: ignore[misc]
+        return {name: self.all_grads[name] for name in GRADED}  # type: ignore[misc]
 
     def student_view(self) -> SimpleNamespace:
         """Detached copies of everything the forward pass defines: what a student's code gets."""

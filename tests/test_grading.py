@@ -149,3 +149,19 @@ def test_factors_are_named_as_a_student_would_write_them():
     assert factor_name(fit_factor(e * 32 / 31, e), 32) == "n/(n-1) = 32/31"
     assert factor_name(fit_factor(-e, e), 32).startswith("-1")
     assert fit_factor(e + 1, e) is None
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_at_a_batch_of_two_rounding_noise_is_judged_against_the_terms_that_cancel(seed):
+    # At n=2 the batchnorm makes dhprebn and db1 noise: the reference solution's dhprebn
+    # and an exact db1 of zeros must pass, though they differ from autograd's noise.
+    from gradcheck_kit.grading import grade_gradient, term_scale
+
+    fwd = build(Config(n=2, seed=seed))
+    batchnorm = load_module("solutions/ex3_batchnorm.py").batchnorm_backward
+    dhprebn = batchnorm(fwd.all_grads["hpreact"], fwd.bngain.detach(), fwd.bnraw.detach(), fwd.bnvar_inv.detach())
+    scale = term_scale(fwd.recording, fwd.loss, fwd.all_grads, "hprebn")
+    assert grade_gradient("hprebn", dhprebn, fwd.reference_grads["hprebn"], n=2, scale=scale).passed
+    grads = SOLUTION.chunked_backward(fwd.student_view())
+    grads["b1"] = torch.zeros_like(fwd.b1)
+    assert all(row.passed for row in grade(fwd, grads).values())
