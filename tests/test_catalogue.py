@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from gradcheck_kit.makemore import GRADED
+
 CATALOGUE = Path(__file__).parent / "catalogue"
 
 EX1 = "test_ex1_chunked_backward.py::test_gradient"
@@ -74,6 +76,7 @@ RUNS = (
         ("--gradcheck-timeout", "3"),
     ),
     Run(("ex1_dnorm_logits_divides_by_zero",), (EX1,)),
+    Run(("ex1_half_written",), ("test_ex1_chunked_backward.py",)),
     Run(("ex4_returns_on_cpu",), (EX4 + NOTEBOOK,), ("--gradcheck-device", "cuda")),
 )
 
@@ -212,6 +215,15 @@ def test_dividing_by_zero_fails_the_step_with_the_count_of_non_finite_values(gra
     run.failure("ex1", "test_gradient[cpu-norm_logits]").fnmatch_lines(
         ["*dnorm_logits: WRONG: first wrong step — Non-finite values: 32 / 864 elements*actual inf*"]
     )
+
+
+def test_other_shapes_are_not_earned_while_gradients_are_still_to_be_written(graded):
+    run = graded("ex1_half_written")
+    outcomes = run.outcomes("ex1")
+    assert [name for name, outcome in outcomes.items() if outcome == "passed"] == [
+        f"test_gradient[cpu-{name}]" for name in GRADED[:8]
+    ]
+    assert outcomes["test_other_shapes[cpu]"] == "not started"
 
 
 def test_what_a_division_by_zero_turns_to_inf_everywhere_cannot_be_checked_and_earns_nothing(graded):
