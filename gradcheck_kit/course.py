@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from gradcheck_kit import _toml
 from gradcheck_kit.comparison import Comparison, compare
 from gradcheck_kit.diagnosis import Mistake
-from gradcheck_kit.grading import grade_gradient, grade_steps, row_for_error, term_scale
+from gradcheck_kit.grading import grade_gradient, grade_steps, row_for_error, term_scales
 from gradcheck_kit.makemore import Config, Forward, build
 from gradcheck_kit.report import ERROR, NOT_STARTED, OK, WRONG, Report, Row, verdict_for
 from gradcheck_kit.sandbox import Outcome, ReturnedTensor, Sandbox
@@ -225,7 +225,7 @@ def _fused(grader: Grader, exercise: Exercise, config: Config) -> Result:
         report = Report(exercise.title, (missing,))
     else:
         hint = grader.hints.exercise.get(exercise.key, "")
-        scale = term_scale(fwd.recording, fwd.loss, fwd.all_grads, name)
+        scale = term_scales(fwd.recording, fwd.loss, fwd.all_grads)(name)
         row = grade_gradient(name, outcome.value, expected, n=config.n, mistakes=mistakes, hint=hint, scale=scale)
         report = Report(exercise.title, (row,))
     return Result(exercise, config, outcome, report)

@@ -12,7 +12,8 @@ Two questions are asked of every gradient:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -21,7 +22,7 @@ from gradcheck_kit.diagnosis import Mistake, diagnose
 from gradcheck_kit.recorder import Recording
 from gradcheck_kit.report import ERROR, EXACT, INHERITED, NOT_STARTED, OK, WRONG, Row
 
-__all__ = ["TOLERANCES", "term_scale", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error"]
+__all__ = ["TOLERANCES", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error", "term_scales"]
 
 #: Per dtype: (rtol, atol relative to the reference's largest magnitude).
 #: Right answers written differently differ from autograd by rounding (about
@@ -59,7 +60,9 @@ def graded_compare(name: str, actual: object, expected: torch.Tensor, scale: flo
 
 
 def _scale(tensors: Iterable[torch.Tensor]) -> float:
-    return max((t.detach().abs().max().item() for t in tensors if t.numel()), default=0.0)
+    """The largest finite magnitude among ``tensors`` (a student's upstream may hold NaN)."""
+    finite = (t.detach()[torch.isfinite(t.detach())] for t in tensors)
+    return max((t.abs().max().item() for t in finite if t.numel()), default=0.0)
 
 
 #: A gradient below this fraction of the terms it sums is mostly cancellation: its
@@ -67,35 +70,34 @@ def _scale(tensors: Iterable[torch.Tensor]) -> float:
 _NOISE = 1e-2
 
 
-def term_scale(recording: Recording, loss: torch.Tensor, grads: Mapping[str, torch.Tensor | None], name: str) -> float:
-    """The size of the terms that ``name``'s reference gradient is the sum of.
+def term_scales(
+    recording: Recording, loss: torch.Tensor, grads: Mapping[str, torch.Tensor | None]
+) -> Callable[[str], float]:
+    """``scale(name)``: the size of the terms that ``name``'s reference gradient is the sum of.
 
     The terms are each use's gradient and what each use contributes through its
     step; terms that cancel (``db1`` sums ``dhprebn`` over a batch that a
     batchnorm centred) leave rounding noise, which is judged against their size,
     not its own. Where a use's own gradient is such noise (at a batch of two, the
     batchnorm makes ``dhprebn`` noise too), that use's terms count as well.
+    Each name's scale is worked out once, whichever name asks for it.
     """
     upstream = {k: v for k, v in grads.items() if v is not None}
     loss_name = next((k for k, t in recording.intermediates.items() if t is loss), None)
-    memo: dict[str, float] = {}
 
-    def scale_of(x: str) -> float:
-        if x not in memo:
-            memo[x] = 0.0  # the graph is acyclic; this only guards the recursion
-            found = _scale(_step_branches(x, recording, upstream, loss_name, loss).values())
-            for use in recording.consumers(x):
-                g = upstream.get(use)
-                if g is None or use == loss_name:
-                    continue
-                found = max(found, _scale([g]))
-                terms = scale_of(use)
-                if _scale([g]) < _NOISE * terms:
-                    found = max(found, terms)
-            memo[x] = found
-        return memo[x]
+    @functools.cache
+    def scale(name: str) -> float:
+        found = _scale(_step_branches(name, recording, upstream, loss_name, loss).values())
+        for use in recording.consumers(name):
+            g = upstream.get(use)
+            if g is None or use == loss_name:
+                continue
+            found = max(found, _scale([g]))
+            if _scale([g]) < _NOISE * scale(use):
+                found = max(found, scale(use))
+        return found
 
-    return scale_of(name)
+    return scale
 
 
 def _first_line(text: str) -> str:
@@ -115,7 +117,7 @@ def grade_gradient(
     """Grade a single gradient (exercises 2-4): verdict, and a diagnosis when it is wrong.
 
     ``scale`` is the size of the terms the gradient is a sum of, when larger than its own
-    (see :func:`term_scale`).
+    (see :func:`term_scales`).
     """
     c = graded_compare(name, actual, expected, scale)
     return _verdict(c, actual, expected, n=n, mistakes=mistakes, hint=hint)
@@ -194,6 +196,7 @@ def grade_steps(
             if upstream[name] is None:
                 upstream[name] = ref
     loss_name = next((k for k, t in recording.intermediates.items() if t is loss), None)
+    scale = term_scales(recording, loss, every)
 
     rows: list[Row] = []
     first_wrong: str | None = None
@@ -201,7 +204,7 @@ def grade_steps(
         actual = student.get(name)
         consumers = recording.consumers(name)
         # The reference's terms set the scale: a student's huge upstream must not widen the tolerance.
-        c = graded_compare(name, actual, expected, term_scale(recording, loss, every, name))
+        c = graded_compare(name, actual, expected, scale(name))
         known = mistakes.get(name, ())
         branches = _step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
         if c.problem in ("mismatch", "nonfinite") and branches:

@@ -155,12 +155,12 @@ def test_factors_are_named_as_a_student_would_write_them():
 def test_at_a_batch_of_two_rounding_noise_is_judged_against_the_terms_that_cancel(seed):
     # At n=2 the batchnorm makes dhprebn and db1 noise: the reference solution's dhprebn
     # and an exact db1 of zeros must pass, though they differ from autograd's noise.
-    from gradcheck_kit.grading import grade_gradient, term_scale
+    from gradcheck_kit.grading import grade_gradient, term_scales
 
     fwd = build(Config(n=2, seed=seed))
     batchnorm = load_module("solutions/ex3_batchnorm.py").batchnorm_backward
     dhprebn = batchnorm(fwd.all_grads["hpreact"], fwd.bngain.detach(), fwd.bnraw.detach(), fwd.bnvar_inv.detach())
-    scale = term_scale(fwd.recording, fwd.loss, fwd.all_grads, "hprebn")
+    scale = term_scales(fwd.recording, fwd.loss, fwd.all_grads)("hprebn")
     assert grade_gradient("hprebn", dhprebn, fwd.reference_grads["hprebn"], n=2, scale=scale).passed
     grads = SOLUTION.chunked_backward(fwd.student_view())
     grads["b1"] = torch.zeros_like(fwd.b1)
