@@ -95,11 +95,10 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
     """
     import torch
 
-    from gradcheck_kit.bench.memory import peak_bytes
     from gradcheck_kit.bench.ops import get_op
-    from gradcheck_kit.bench.runner import UNAVAILABLE, Result, check_variant
+    from gradcheck_kit.bench.runner import UNAVAILABLE, Result, vet
     from gradcheck_kit.bench.sizes import plan
-    from gradcheck_kit.report import OK, SKIPPED
+    from gradcheck_kit.report import OK
 
     op = get_op(case.op)
     device = torch.device(case.device)
@@ -115,19 +114,9 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
     )  # fmt: skip
     if variant is None:
         raise NotTimed(result(status=UNAVAILABLE, message=f"{impl_dir} has no file for {case.variant}"))
-    if variant.unavailable:
-        raise NotTimed(result(status=UNAVAILABLE, message=variant.unavailable))
-    if variant.fits is not None and not variant.fits(params):
-        raise NotTimed(result(status=SKIPPED, message="too slow at this size"))
-    input_sets = _input_sets(case.op, case.params, case.device)
-    # The student's code gets copies: what it writes into its inputs must not reach other cases.
-    if variant.student:
-        input_sets = [inputs.own_copy() for inputs in input_sets]
-    check = check_variant(op, variant, input_sets[0])
-    if not check.ok:
-        raise NotTimed(result(status=check.status, message=check.message))
-    calls = [variant.prepare(inputs) for inputs in input_sets]
-    peak = peak_bytes(calls[0], device)
+    vetted, calls = vet(op, variant, params, _input_sets(case.op, case.params, case.device), device, result)
+    if vetted.status != OK:
+        raise NotTimed(vetted)
     info = {
         "op": case.op,
         "size": op.describe(params),
@@ -137,10 +126,10 @@ def prepare(case: Case, impl_dir: Path | None) -> Prepared:
         "device": case.device,
         "threads": torch.get_num_threads(),
         "min_bytes": min_bytes,
-        "peak_bytes": peak,
+        "peak_bytes": vetted.peak_bytes,
         "inputs_rotated": len(calls),
     }
-    return Prepared(_step(calls, device), min_bytes, info, result(status=OK, peak_bytes=peak))
+    return Prepared(_step(calls, device), min_bytes, info, vetted)
 
 
 @dataclass

@@ -30,6 +30,7 @@ __all__ = [
     "check_variant",
     "environment",
     "run_benchmark",
+    "vet",
     "with_speedups",
 ]
 
@@ -238,28 +239,42 @@ def _run_size(
     tags = tuple(sorted(size.tags))
     for variant in op.all_variants(impl, device):
         starting(op, label, variant)
-
         result = functools.partial(
             Result, op=op.name, size=label, params=params, tags=tags, variant=variant.key, label=variant.label,
             source=variant.source, min_bytes=min_bytes,
         )  # fmt: skip
-        if variant.unavailable:
-            yield result(status=UNAVAILABLE, message=variant.unavailable)
-            continue
-        if variant.fits is not None and not variant.fits(params):
-            yield result(status=SKIPPED, message="too slow at this size")
-            continue
-        # The student's code gets copies: what it writes into its inputs must not reach other variants.
-        own = [inputs.own_copy() for inputs in input_sets] if variant.student else input_sets
-        check = check_variant(op, variant, own[0])
-        if not check.ok:
-            yield result(status=check.status, message=check.message)
-            continue
-        calls = [variant.prepare(inputs) for inputs in own]
-        peak = peak_bytes(calls[0], device)
-        timing = measure(calls, threads=threads, budget=budget)
+        vetted, calls = vet(op, variant, params, input_sets, device, result)
+        if calls:
+            vetted = replace(vetted, timing=measure(calls, threads=threads, budget=budget))
         del calls
-        yield result(status=OK, timing=timing, peak_bytes=peak)
+        yield vetted
+
+
+def vet(
+    op: Op,
+    variant: Variant,
+    params: Mapping[str, int],
+    input_sets: Sequence[Inputs],
+    device: torch.device,
+    result: Callable[..., Result],
+) -> tuple[Result, list[Callable[[], Any]]]:
+    """Whether ``variant`` is to be timed here, and if so the calls to time, one per input set.
+
+    A variant that is unavailable, too slow at this size or wrong comes back with
+    its status and no calls; one that passes its check comes back OK, with its
+    peak memory. ``result`` makes the :class:`Result` from its status and details.
+    """
+    if variant.unavailable:
+        return result(status=UNAVAILABLE, message=variant.unavailable), []
+    if variant.fits is not None and not variant.fits(params):
+        return result(status=SKIPPED, message="too slow at this size"), []
+    # The student's code gets copies: what it writes into its inputs must not reach other variants.
+    own = [inputs.own_copy() for inputs in input_sets] if variant.student else list(input_sets)
+    check = check_variant(op, variant, own[0])
+    if not check.ok:
+        return result(status=check.status, message=check.message), []
+    calls = [variant.prepare(inputs) for inputs in own]
+    return result(status=OK, peak_bytes=peak_bytes(calls[0], device)), calls
 
 
 def with_speedups(group: list[Result], baseline: str) -> list[Result]:
