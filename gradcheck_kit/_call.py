@@ -254,11 +254,9 @@ def _describe(exc: BaseException, path: Path, headline: str | None = None) -> tu
 
 
 def _raised(exc: Exception, path: Path, duration: float, memory_limit: int | None) -> Outcome:
-    from gradcheck_kit.guard import AutogradForbidden
-
-    forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
+    forbidden = _forbidden(exc, path, duration)
     if forbidden is not None:
-        return failure("forbidden", *_describe(exc, path, exception_line(forbidden)), duration)
+        return forbidden
     message, trace = _describe(exc, path)
     if isinstance(exc, NotImplementedError) and _raised_by_student(exc, path):
         return failure("not_started", str(exc) or "NotImplementedError", trace, duration)
@@ -304,6 +302,16 @@ def _exited(exc: SystemExit, path: Path, duration: float = 0.0) -> Outcome:
     return failure("exited", *_describe(exc, path, headline), duration)
 
 
+def _forbidden(exc: Exception, path: Path, duration: float = 0.0) -> Outcome | None:
+    """The "forbidden" outcome, when autograd refused ``exc``'s code (whatever it was wrapped in)."""
+    from gradcheck_kit.guard import AutogradForbidden
+
+    forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
+    if forbidden is None:
+        return None
+    return failure("forbidden", *_describe(exc, path, exception_line(forbidden)), duration)
+
+
 def _memory_note(exc: Exception, memory_limit: int | None) -> str:
     """The limit, when ``exc`` says memory ran out under it."""
     if memory_limit is not None and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)):
@@ -312,11 +320,9 @@ def _memory_note(exc: Exception, memory_limit: int | None) -> str:
 
 
 def _import_failure(exc: Exception, path: Path, memory_limit: int | None) -> Outcome:
-    from gradcheck_kit.guard import AutogradForbidden
-
-    forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
-    if forbidden is not None:  # the file's top-level code used autograd
-        return failure("forbidden", *_describe(exc, path, exception_line(forbidden)))
+    forbidden = _forbidden(exc, path)  # the file's top-level code used autograd
+    if forbidden is not None:
+        return forbidden
     if isinstance(exc, SyntaxError) and exc.filename == str(path):
         message = f"{type(exc).__name__}: {exc.msg}\nat {path.name}:{exc.lineno}: {(exc.text or '').strip()}"
         return failure("import_error", message, "".join(traceback.format_exception_only(type(exc), exc)))
