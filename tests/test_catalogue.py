@@ -132,12 +132,12 @@ def test_dlogprobs_without_1_over_n_fails_only_dlogprobs_and_every_later_step_is
     )
     verdicts = run.verdicts(EX1_TABLE)
     assert len(verdicts) == 26
-    # dlogit_maxes and db1 are zero up to rounding, so n times them still matches.
-    assert {name: v for name, v in verdicts.items() if v != "inherited"} == {
-        "logprobs": "wrong",
-        "logit_maxes": "ok",
-        "b1": "ok",
-    }
+    # dlogit_maxes and db1 are zero up to rounding, so n times them still passes: as a match
+    # of the reference, or as the right step applied to the wrong upstream, as rounding falls.
+    assert verdicts.pop("logprobs") == "wrong"
+    assert verdicts.pop("logit_maxes") in ("ok", "inherited")
+    assert verdicts.pop("b1") in ("ok", "inherited")
+    assert set(verdicts.values()) == {"inherited"}
     run.result.stdout.fnmatch_lines(["probs *inherited*your step is right; the error is upstream (dlogprobs)*"])
 
 
