@@ -1,7 +1,7 @@
 """Grading configuration of the exercises: which implementation is graded, how it is run, and what it scores.
 
 Points, visibility and time limits come from ``points.toml`` next to this file and
-from the ``gradcheck`` markers of the test files (see :mod:`gradcheck_kit.points`).
+from the ``gradcheck`` markers of the test files (see :mod:`gradcheck_kit.autograder.points`).
 Each test's share travels on its reports' ``user_properties``, so the process that
 prints the score and writes Gradescope's results.json (the pytest-xdist
 controller, or the only process) sees every test without collecting any.
@@ -83,8 +83,8 @@ def _refuse_imported_conftests(config: pytest.Config, impl_dir: Path) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from gradcheck_kit.gradescope import Results
-    from gradcheck_kit.points import Scheme, SchemeError
+    from gradcheck_kit.autograder.gradescope import Results
+    from gradcheck_kit.autograder.points import Scheme, SchemeError
 
     _refuse_imported_conftests(config, _impl_dir(config))
     if _benchmark_only(config) and config.getoption("gradescope"):
@@ -115,7 +115,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def _time_limits(config: pytest.Config) -> tuple[float, dict[str, float]]:
     """Seconds per call: the default and each exercise's; --gradcheck-timeout, when given, is every exercise's."""
-    from gradcheck_kit.points import given_on_command_line
+    from gradcheck_kit.autograder.points import given_on_command_line
 
     option = float(config.getoption("gradcheck_timeout"))
     args = [str(a) for a in config.invocation_params.args]
@@ -135,7 +135,7 @@ def _describe_limits(config: pytest.Config) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     # Before deselection (-k, -m): the shares are those of every collected test.
-    from gradcheck_kit.points import SchemeError
+    from gradcheck_kit.autograder.points import SchemeError
 
     try:
         plan = config.stash[_scheme_key].plan([_collected(item) for item in items], _titles())
@@ -145,7 +145,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    from gradcheck_kit.gradescope import PLAN_PROPERTY, TEST_PROPERTY
+    from gradcheck_kit.autograder.gradescope import PLAN_PROPERTY, TEST_PROPERTY
 
     config = session.config
     plan = config.stash.get(_plan_key, None)
@@ -163,7 +163,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def _collected(item: pytest.Item) -> Any:
-    from gradcheck_kit.points import CollectedTest
+    from gradcheck_kit.autograder.points import CollectedTest
 
     module_marks, test_marks = [], []
     for node, mark in item.iter_markers_with_node("gradcheck"):
@@ -191,7 +191,7 @@ def _collected(item: pytest.Item) -> Any:
 
 
 def _titles() -> dict[str, str]:
-    from gradcheck_kit.course import EXERCISES
+    from gradcheck_kit.course.grader import EXERCISES
 
     return {key: exercise.title for key, exercise in EXERCISES.items()}
 
@@ -213,7 +213,7 @@ class _Recorder:
             self.results.add_problem(f"collecting {report.nodeid or 'the tests'} failed:\n{report.longreprtext}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from gradcheck_kit.gradescope import RUNNING
+        from gradcheck_kit.autograder.gradescope import RUNNING
 
         # Under pytest-xdist this runs on the controller for every worker's report.
         text = _XDIST_HEADER.sub("", report.longreprtext, count=1).lstrip("\n") if report.failed else ""
@@ -258,7 +258,7 @@ def _reason(session: pytest.Session, exitstatus: int) -> str:
 
 def _write(config: pytest.Config, path: Path, *, complete: bool, reason: str) -> None:
     from gradcheck_kit._version import __version__
-    from gradcheck_kit.gradescope import write_json
+    from gradcheck_kit.autograder.gradescope import write_json
     from gradcheck_kit.plugin import DEFAULT_SEED
 
     default, limits = _time_limits(config)
@@ -295,7 +295,7 @@ def _speed_line(terminalreporter: Any, config: pytest.Config) -> str | None:
     if not all(any(t in nodeid for nodeid in passed) for t in _TIMED):
         return None
     from gradcheck_kit.bench import speed
-    from gradcheck_kit.sandbox import Sandbox
+    from gradcheck_kit.sandbox.box import Sandbox
 
     # The student's code runs once more: in a worker, like every other call of it.
     with Sandbox(timeout=60) as box:
@@ -351,9 +351,9 @@ def impl_dir(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def sandbox(request: pytest.FixtureRequest) -> Iterator[object]:
     """Runs each exercise's code in its own worker process under the exercise's time limit."""
-    from gradcheck_kit.course import EXERCISES
-    from gradcheck_kit.exercise_sandbox import ExerciseSandbox
-    from gradcheck_kit.sandbox import Sandbox
+    from gradcheck_kit.course.grader import EXERCISES
+    from gradcheck_kit.sandbox.policy import ExerciseSandbox
+    from gradcheck_kit.sandbox.box import Sandbox
 
     default, limits = _time_limits(request.config)
     files = {EXERCISES[key].file: seconds for key, seconds in limits.items() if key in EXERCISES}
@@ -363,6 +363,6 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def grader(impl_dir: Path, sandbox: object, _grading_backends: None) -> object:
-    from gradcheck_kit.course import Grader, Hints
+    from gradcheck_kit.course.grader import Grader, Hints
 
     return Grader(impl_dir, sandbox, Hints.load(EXERCISES_DIR / "hints.toml"))  # type: ignore[arg-type]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from gradcheck_kit.makemore import Config
-from gradcheck_kit.strategies import GRADING_SETTINGS, configs
+from gradcheck_kit.makemore.model import Config
+from gradcheck_kit.course.shapes import GRADING_SETTINGS, configs
 
 pytestmark = pytest.mark.gradcheck(exercise="ex2")
 

@@ -31,10 +31,10 @@ def triton_device(device):
 
 
 def _row(name, outcome, expected):
-    from gradcheck_kit.course import describe
-    from gradcheck_kit.grading import grade_gradient, row_for_error
+    from gradcheck_kit.course.grader import describe
+    from gradcheck_kit.grading.steps import grade_gradient, row_for_error
     from gradcheck_kit.report import ERROR, NOT_STARTED
-    from gradcheck_kit.sandbox import ReturnedTensor
+    from gradcheck_kit.sandbox.box import ReturnedTensor
 
     if not outcome.ok:
         verdict = NOT_STARTED if outcome.status == "not_started" else ERROR

@@ -13,7 +13,7 @@ from gradcheck_kit._version import __version__
 
 if TYPE_CHECKING:
     from gradcheck_kit.comparison import Comparison, assert_grad_close, cmp, compare
-    from gradcheck_kit.recorder import Recording, record
+    from gradcheck_kit.recording.recorder import Recording, record
     from gradcheck_kit.report import Report, compare_grads
 
 __all__ = [
@@ -33,8 +33,8 @@ _LAZY = {
     "assert_grad_close": "gradcheck_kit.comparison",
     "cmp": "gradcheck_kit.comparison",
     "compare": "gradcheck_kit.comparison",
-    "Recording": "gradcheck_kit.recorder",
-    "record": "gradcheck_kit.recorder",
+    "Recording": "gradcheck_kit.recording.recorder",
+    "record": "gradcheck_kit.recording.recorder",
     "Report": "gradcheck_kit.report",
     "compare_grads": "gradcheck_kit.report",
 }

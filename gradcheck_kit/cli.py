@@ -14,11 +14,11 @@ __all__ = ["main"]
 #: subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "grade": (
-        "gradcheck_kit.grade_cli",
+        "gradcheck_kit.autograder.command",
         "grade a folder of exercise solutions (tables, score, Gradescope results.json)",
     ),
     "bench": ("gradcheck_kit.bench.cli", "benchmark fused against chunked backward passes"),
-    "train": ("gradcheck_kit.train_cli", "train the MLP with an implementation's own backward and show its health"),
+    "train": ("gradcheck_kit.makemore.train_command", "train the MLP with an implementation's own backward and show its health"),
 }
 
 

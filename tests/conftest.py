@@ -134,9 +134,9 @@ def _exercise_imports() -> None:
         "torch",
         "hypothesis",
         "tabulate",
-        "gradcheck_kit.course",
+        "gradcheck_kit.course.grader",
         "gradcheck_kit.plugin",
-        "gradcheck_kit.strategies",
+        "gradcheck_kit.course.shapes",
     ):
         importlib.import_module(name)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gradcheck_kit.makemore import GRADED
+from gradcheck_kit.makemore.model import GRADED
 
 CATALOGUE = Path(__file__).parent / "catalogue"
 

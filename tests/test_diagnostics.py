@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradcheck_kit import training
-from gradcheck_kit.diagnostics import Diagnostics, WeightStats, measure, snapshot
-from gradcheck_kit.loading import load_module
-from gradcheck_kit.names import load_dataset
+from gradcheck_kit.makemore import training
+from gradcheck_kit.makemore.health import Diagnostics, WeightStats, measure, snapshot
+from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.makemore.names import load_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,7 +172,7 @@ def test_plotting_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatc
 
 def test_the_module_loads_without_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    module = load_module(ROOT / "gradcheck_kit" / "diagnostics.py")
+    module = load_module(ROOT / "gradcheck_kit" / "makemore" / "health.py")
     assert hasattr(module, "measure")
 
 

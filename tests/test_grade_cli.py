@@ -18,8 +18,8 @@ import pytest
 import torch  # noqa: F401
 
 from gradcheck_kit.cli import main
-from gradcheck_kit.grade_cli import _run_isolated, find_exercises, pytest_command
-from gradcheck_kit.gradescope import validate, write_json
+from gradcheck_kit.autograder.command import _run_isolated, find_exercises, pytest_command
+from gradcheck_kit.autograder.gradescope import validate, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "hostile"

@@ -11,8 +11,8 @@ import pytest
 import torch  # noqa: F401
 
 import gradcheck_kit.report  # noqa: F401
-from gradcheck_kit.gradescope import PLAN_PROPERTY, TEST_PROPERTY, Results, format_points, validate
-from gradcheck_kit.points import Plan, Share
+from gradcheck_kit.autograder.gradescope import PLAN_PROPERTY, TEST_PROPERTY, Results, format_points, validate
+from gradcheck_kit.autograder.points import Plan, Share
 
 EXERCISES_CONFTEST = Path(__file__).resolve().parent.parent / "exercises" / "conftest.py"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradcheck_kit.diagnosis import factor_name, fit_factor
-from gradcheck_kit.grading import grade_steps, grading_tolerances
-from gradcheck_kit.loading import load_module
-from gradcheck_kit.makemore import GRADED, Config, build
+from gradcheck_kit.grading.mistakes import factor_name, fit_factor
+from gradcheck_kit.grading.steps import grade_steps, grading_tolerances
+from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.makemore.model import GRADED, Config, build
 from gradcheck_kit.report import EXACT, INHERITED, NOT_STARTED, OK, WRONG
 
 SOLUTION = load_module("solutions/ex1_chunked_backward.py")
@@ -155,7 +155,7 @@ def test_factors_are_named_as_a_student_would_write_them():
 def test_at_a_batch_of_two_rounding_noise_is_judged_against_the_terms_that_cancel(seed):
     # At n=2 the batchnorm makes dhprebn and db1 noise: the reference solution's dhprebn
     # and an exact db1 of zeros must pass, though they differ from autograd's noise.
-    from gradcheck_kit.grading import grade_gradient, term_scales
+    from gradcheck_kit.grading.steps import grade_gradient, term_scales
 
     fwd = build(Config(n=2, seed=seed))
     batchnorm = load_module("solutions/ex3_batchnorm.py").batchnorm_backward

@@ -9,7 +9,7 @@ import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 from torch.autograd.variable import Variable
 
-from gradcheck_kit.guard import AutogradForbidden, forbid_autograd
+from gradcheck_kit.sandbox.guard import AutogradForbidden, forbid_autograd
 
 # Forward-mode AD loads torch's jvp decompositions, which still use torch.jit.script.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

@@ -8,8 +8,8 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import torch
 
-from gradcheck_kit.guard import AutogradForbidden
-from gradcheck_kit.layers_grading import (
+from gradcheck_kit.sandbox.guard import AutogradForbidden
+from gradcheck_kit.course.layers_grading import (
     Check,
     compare_checks,
     grade_batchnorm,
@@ -17,7 +17,7 @@ from gradcheck_kit.layers_grading import (
     grade_mlp,
     grade_tanh,
 )
-from gradcheck_kit.loading import load_module
+from gradcheck_kit.sandbox.loading import load_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

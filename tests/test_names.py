@@ -9,7 +9,7 @@ from importlib import resources
 import pytest
 import torch
 
-from gradcheck_kit.names import build_dataset, build_vocabulary, load_dataset, load_words, split_words
+from gradcheck_kit.makemore.names import build_dataset, build_vocabulary, load_dataset, load_words, split_words
 
 
 def test_shipped_names_are_thousands_of_lowercase_words():
@@ -20,7 +20,7 @@ def test_shipped_names_are_thousands_of_lowercase_words():
 
 
 def test_the_shipped_names_come_with_their_licence():
-    data = resources.files("gradcheck_kit").joinpath("data")
+    data = resources.files("gradcheck_kit.makemore").joinpath("data")
     licence = data.joinpath("NAMES-LICENSE.txt").read_text(encoding="utf-8")
     assert "public domain" in licence
     assert "Census" in licence

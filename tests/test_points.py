@@ -9,10 +9,10 @@ import pytest
 # Loaded before pytester's in-process run, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
-from gradcheck_kit.exercise_sandbox import ExerciseSandbox
-from gradcheck_kit.gradescope import TEST_PROPERTY
-from gradcheck_kit.points import CollectedTest, Scheme, SchemeError, given_on_command_line
-from gradcheck_kit.sandbox import Outcome
+from gradcheck_kit.sandbox.policy import ExerciseSandbox
+from gradcheck_kit.autograder.gradescope import TEST_PROPERTY
+from gradcheck_kit.autograder.points import CollectedTest, Scheme, SchemeError, given_on_command_line
+from gradcheck_kit.sandbox.box import Outcome
 
 EXERCISES = Path(__file__).resolve().parent.parent / "exercises"
 GRADIENTS = ("logprobs", "probs", "counts", "h")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gradcheck_kit import record
-from gradcheck_kit.makemore import GRADED, Config, build
+from gradcheck_kit.makemore.model import GRADED, Config, build
 
 NOTEBOOK_CELL = """
 emb = C[Xb]

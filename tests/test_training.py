@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gradcheck_kit import layers as reference
-from gradcheck_kit import training
-from gradcheck_kit.layers_grading import compare_checks, grade_calibration, grade_training_steps, train_to_target
-from gradcheck_kit.loading import load_module
-from gradcheck_kit.names import load_dataset
+from gradcheck_kit.makemore import layers as reference
+from gradcheck_kit.makemore import training
+from gradcheck_kit.course.layers_grading import compare_checks, grade_calibration, grade_training_steps, train_to_target
+from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.makemore.names import load_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gradcheck_kit.loading import load_module
+from gradcheck_kit.sandbox.loading import load_module
 
 __all__ = ["Implementation", "default_impl_dir", "triton_available"]
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from gradcheck_kit.bench import variants as v
 from gradcheck_kit.bench.impl import Implementation
 from gradcheck_kit.bench.spec import INDEX_BYTES, Inputs, Op, Params, Thunk, Variant, autograd_call
-from gradcheck_kit.makemore import GRADED, PARAMETERS, Config, build
+from gradcheck_kit.makemore.model import GRADED, PARAMETERS, Config, build
 
 __all__ = ["MLP", "mlp_min_bytes"]
 

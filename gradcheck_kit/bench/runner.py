@@ -140,8 +140,8 @@ def check_variant(op: Op, variant: Variant, inputs: Inputs) -> Check:
     reported rather than raised: ``NotImplementedError`` means not started.
     """
     from gradcheck_kit.comparison import compare
-    from gradcheck_kit.grading import grading_tolerances
-    from gradcheck_kit.guard import forbid_autograd
+    from gradcheck_kit.grading.steps import grading_tolerances
+    from gradcheck_kit.sandbox.guard import forbid_autograd
 
     assert inputs.expected is not None
     guard = forbid_autograd() if variant.student else contextlib.nullcontext()

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
-from gradcheck_kit.recorder import Recording, record
+from gradcheck_kit.recording.recorder import Recording, record
 
 __all__ = ["GRADED", "PARAMETERS", "Config", "Forward", "build"]
 

@@ -6,7 +6,7 @@ turns every way a call can end into an :class:`Outcome`: a result, an
 exception with the student's own line, a hang, a dead process, a call to
 ``sys.exit`` or a use of autograd. ``Sandbox(isolate=False)`` runs the same
 steps (load the file, copy the arguments, run under
-:func:`~gradcheck_kit.guard.forbid_autograd`, copy the result) in the current
+:func:`~gradcheck_kit.sandbox.guard.forbid_autograd`, copy the result) in the current
 process, for speed and debugging, where nothing stops a hang or an exit.
 
 Returned tensors come back as :class:`ReturnedTensor`, a CPU copy together
@@ -20,8 +20,8 @@ server, they are spawned). The fork server stays for the life of the process.
 As with any such child process, a script that uses a Sandbox needs the usual
 ``if __name__ == "__main__":`` guard; pytest and console scripts have it.
 
-The rest is private: :mod:`gradcheck_kit._call` holds the steps of one call
-and says how it ended; :mod:`gradcheck_kit._worker` runs them in the worker
+The rest is private: :mod:`gradcheck_kit.sandbox.call` holds the steps of one call
+and says how it ended; :mod:`gradcheck_kit.sandbox.worker` runs them in the worker
 process (starting, asking and stopping it) or in this one.
 """
 
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     import torch
 
     # The worker side imports this module's types, so it is imported inside the functions that use it.
-    from gradcheck_kit._call import Call
-    from gradcheck_kit._worker import Worker
+    from gradcheck_kit.sandbox.call import Call
+    from gradcheck_kit.sandbox.worker import Worker
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -157,7 +157,7 @@ class WorkerStartError(RuntimeError):
 
 def unwrap(value: Any) -> Any:
     """Replace every :class:`ReturnedTensor` in ``value`` by its CPU tensor."""
-    from gradcheck_kit._call import map_tensors
+    from gradcheck_kit.sandbox.call import map_tensors
 
     return map_tensors(value, lambda t: t, lambda v: v.tensor if isinstance(v, ReturnedTensor) else v)
 
@@ -220,7 +220,7 @@ class Sandbox:
             device: where the tensor arguments go, e.g. ``"cuda"``.
             timeout: this call's limit in seconds, instead of the sandbox's;
                 ignored in this process.
-            guarded: run under :func:`~gradcheck_kit.guard.forbid_autograd`. A
+            guarded: run under :func:`~gradcheck_kit.sandbox.guard.forbid_autograd`. A
                 grading harness that needs autograd for its references, and
                 guards the student's calls itself, passes False.
 
@@ -230,8 +230,8 @@ class Sandbox:
         Raises:
             WorkerStartError: when no worker process could be started.
         """
-        from gradcheck_kit._call import Call, map_tensors
-        from gradcheck_kit._worker import run_here
+        from gradcheck_kit.sandbox.call import Call, map_tensors
+        from gradcheck_kit.sandbox.worker import run_here
 
         # Resolved here: the worker's working directory is not necessarily this one.
         call = Call(os.path.abspath(path), func_name, args, kwargs, device, guarded=guarded)
@@ -259,7 +259,7 @@ class Sandbox:
         self.close()
 
     def _run_in_worker(self, call: Call, limit: float) -> Outcome:
-        from gradcheck_kit._worker import Worker
+        from gradcheck_kit.sandbox.worker import Worker
 
         payload = pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
         if self._worker is not None and not self._worker.process.is_alive():

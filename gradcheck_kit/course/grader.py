@@ -1,7 +1,7 @@
 """The backprop exercises: what each asks for, how it is run, and how its answer is graded.
 
 A :class:`Grader` runs a student's implementation folder (files named as in
-``exercises/``) in a :class:`~gradcheck_kit.sandbox.Sandbox` and turns each
+``exercises/``) in a :class:`~gradcheck_kit.sandbox.box.Sandbox` and turns each
 answer into report rows. The pytest files in ``exercises/`` are thin: they ask
 the grader for rows and hand them to the plugin's ``gradcheck`` fixture.
 """
@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from gradcheck_kit import _toml
 from gradcheck_kit.comparison import Comparison, compare
-from gradcheck_kit.diagnosis import Mistake
-from gradcheck_kit.grading import grade_gradient, grade_steps, row_for_error, term_scales
-from gradcheck_kit.makemore import Config, Forward, build
+from gradcheck_kit.grading.mistakes import Mistake
+from gradcheck_kit.grading.steps import grade_gradient, grade_steps, row_for_error, term_scales
+from gradcheck_kit.makemore.model import Config, Forward, build
 from gradcheck_kit.report import ERROR, NOT_STARTED, OK, WRONG, Report, Row, verdict_for
-from gradcheck_kit.sandbox import Outcome, ReturnedTensor, Sandbox
+from gradcheck_kit.sandbox.box import Outcome, ReturnedTensor, Sandbox
 
 __all__ = ["EXERCISES", "LAYER_CHECKS", "Exercise", "Grader", "Hints", "LayerCheck"]
 
@@ -299,12 +299,12 @@ _FUSED: dict[str, Callable[[Forward, Hints], _Inputs]] = {
 
 @dataclass(frozen=True)
 class LayerCheck:
-    """One graded check of exercises 5 and 6, run by :mod:`gradcheck_kit.layers_harness`.
+    """One graded check of exercises 5 and 6, run by :mod:`gradcheck_kit.course.layers_harness`.
 
     Attributes:
         key: the check's name in test ids and tables.
         exercise: the exercise it is graded under.
-        function: the check in :mod:`gradcheck_kit.layers_grading`.
+        function: the check in :mod:`gradcheck_kit.course.layers_grading`.
         files: the exercises whose files it needs, in the function's argument order.
         options: keyword arguments for the function.
     """
@@ -337,8 +337,8 @@ LAYER_CHECKS: dict[str, LayerCheck] = {
 
 
 def _layers(grader: Grader, check: LayerCheck) -> Result:
-    from gradcheck_kit import layers_harness
-    from gradcheck_kit.grading import grading_tolerances
+    from gradcheck_kit.course import layers_harness
+    from gradcheck_kit.grading.steps import grading_tolerances
 
     exercise = EXERCISES[check.exercise]
     paths = [grader.impl_dir / EXERCISES[key].file for key in check.files]

@@ -193,7 +193,7 @@ class Recording:
         Returns:
             The report, also printed.
         """
-        from gradcheck_kit.grading import grade_steps
+        from gradcheck_kit.grading.steps import grade_steps
         from gradcheck_kit.report import Report
 
         reference = {name: g for name, g in self.grads(loss).items() if g is not None}

@@ -1,6 +1,6 @@
 """Run one check of exercises 5 and 6 inside the sandbox's worker process.
 
-The checks of :mod:`gradcheck_kit.layers_grading` build autograd references
+The checks of :mod:`gradcheck_kit.course.layers_grading` build autograd references
 next to the student's layers, so they run unguarded and guard the student's
 calls themselves. What comes back is plain data: each check as a
 ``(name, actual, expected, rtol, atol)`` tuple, or why the student's code failed.
@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from gradcheck_kit import layers_grading
-from gradcheck_kit.guard import AutogradForbidden
+from gradcheck_kit.course import layers_grading
+from gradcheck_kit.sandbox.guard import AutogradForbidden
 
 __all__ = ["CHECKS", "run"]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradcheck_kit.gradescope import RUNNING, format_points, write_json
+from gradcheck_kit.autograder.gradescope import RUNNING, format_points, write_json
 
 __all__ = ["add_arguments", "find_exercises", "pytest_command", "run"]
 
@@ -132,7 +132,7 @@ def find_exercises(given: str | None, cwd: Path | None = None) -> Path:
             raise FileNotFoundError(f"--exercises {given}: not an exercises folder (it has no conftest.py)")
         return folder
     here = (cwd or Path.cwd()) / "exercises"
-    installed = Path(__file__).resolve().parent.parent / "exercises"
+    installed = Path(__file__).resolve().parents[2] / "exercises"
     for folder in (here, installed):
         if (folder / "conftest.py").is_file():
             return folder.resolve()

@@ -2,9 +2,9 @@
 
 :func:`execute` loads the file afresh, hands the function copies of the
 arguments on the requested device, runs it under
-:func:`~gradcheck_kit.guard.forbid_autograd` and the memory limit, and copies
+:func:`~gradcheck_kit.sandbox.guard.forbid_autograd` and the memory limit, and copies
 the tensors it returned to the CPU. Every way this can end becomes an
-:class:`~gradcheck_kit.sandbox.Outcome`: an exception's message names the
+:class:`~gradcheck_kit.sandbox.box.Outcome`: an exception's message names the
 student's own line, and an untouched stub's ``NotImplementedError`` is "not
 started" rather than an error.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gradcheck_kit.loading import load_module
-from gradcheck_kit.sandbox import Outcome, ReturnedTensor, Status, TensorInfo
+from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.sandbox.box import Outcome, ReturnedTensor, Status, TensorInfo
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +68,7 @@ def execute(call: Call) -> Reply:
     import torch
 
     path = Path(call.path).resolve()
-    from gradcheck_kit.guard import forbid_autograd
+    from gradcheck_kit.sandbox.guard import forbid_autograd
 
     # Top-level code runs on import, on the CPU: under the same limit and guard as the call.
     on_cpu = torch.device(call.device).type == "cpu"
@@ -92,7 +92,7 @@ def execute(call: Call) -> Reply:
 
 
 def _call_function(module: ModuleType, call: Call, path: Path, torch: ModuleType) -> Reply:
-    from gradcheck_kit.guard import forbid_autograd
+    from gradcheck_kit.sandbox.guard import forbid_autograd
 
     func = getattr(module, call.func_name, None)
     if not callable(func):
@@ -304,7 +304,7 @@ def _exited(exc: SystemExit, path: Path, duration: float = 0.0) -> Outcome:
 
 def _forbidden(exc: Exception, path: Path, duration: float = 0.0) -> Outcome | None:
     """The "forbidden" outcome, when autograd refused ``exc``'s code (whatever it was wrapped in)."""
-    from gradcheck_kit.guard import AutogradForbidden
+    from gradcheck_kit.sandbox.guard import AutogradForbidden
 
     forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
     if forbidden is None:

@@ -60,12 +60,12 @@ def _where(error: BaseException, folder: Path) -> str:
 
 def _implementation(impl: str, data: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """``(model, step, calibrate)`` for ``--impl``; calibrate is None where the library's is used."""
-    from gradcheck_kit import training
-    from gradcheck_kit.loading import load_module
+    from gradcheck_kit.makemore import training
+    from gradcheck_kit.sandbox.loading import load_module
 
     sizes = dict(vocab_size=data.vocab_size, n_embd=args.n_embd, n_hidden=args.n_hidden, block_size=data.block_size)
     if impl == AUTOGRAD:
-        from gradcheck_kit import layers as reference
+        from gradcheck_kit.makemore import layers as reference
 
         model = training.autograd_twin(training.build_mlp(reference, seed=args.seed, **sizes))
         return model, training.autograd_step, None
@@ -96,16 +96,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            from gradcheck_kit.diagnostics import PLOTS_HINT
+            from gradcheck_kit.makemore.health import PLOTS_HINT
 
             _error(f"--plot: {PLOTS_HINT}")
             return 2
 
     import torch
 
-    from gradcheck_kit import training
-    from gradcheck_kit.diagnostics import measure
-    from gradcheck_kit.names import load_dataset
+    from gradcheck_kit.makemore import training
+    from gradcheck_kit.makemore.health import measure
+    from gradcheck_kit.makemore.names import load_dataset
 
     torch.set_num_threads(max(1, args.threads))
     try:

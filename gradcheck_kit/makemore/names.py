@@ -1,7 +1,7 @@
 """The makemore names dataset: words, the character vocabulary, and (context, next character) pairs.
 
 A names file has one name per line, as Karpathy's ``names.txt``. Without a path
-the shipped list is used (``gradcheck_kit/data/names.txt``: 5,163 first names
+the shipped list is used (``gradcheck_kit/makemore/data/names.txt``: 5,163 first names
 from the US Census, public domain; see ``NAMES-LICENSE.txt``), so everything
 works offline.
 """
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 DEFAULT_NAMES = "names.txt"
-"""File name of the shipped list inside ``gradcheck_kit/data``."""
+"""File name of the shipped list inside ``gradcheck_kit/makemore/data``."""
 
 
 def load_words(path: str | Path | None = None) -> list[str]:
@@ -43,8 +43,8 @@ def load_words(path: str | Path | None = None) -> list[str]:
             or when the file holds no names.
     """
     if path is None:
-        text = resources.files("gradcheck_kit").joinpath("data", DEFAULT_NAMES).read_text(encoding="utf-8")
-        source = f"gradcheck_kit/data/{DEFAULT_NAMES}"
+        text = resources.files("gradcheck_kit.makemore").joinpath("data", DEFAULT_NAMES).read_text(encoding="utf-8")
+        source = f"gradcheck_kit/makemore/data/{DEFAULT_NAMES}"
     else:
         text = Path(path).read_text(encoding="utf-8")
         source = str(path)
@@ -169,5 +169,5 @@ def load_dataset(
     Xtr, Ytr = build_dataset(train, block_size, stoi)
     Xdev, Ydev = build_dataset(dev, block_size, stoi)
     Xte, Yte = build_dataset(test, block_size, stoi)
-    source = f"gradcheck_kit/data/{DEFAULT_NAMES}" if path is None else str(path)
+    source = f"gradcheck_kit/makemore/data/{DEFAULT_NAMES}" if path is None else str(path)
     return NamesDataset(Xtr, Ytr, Xdev, Ydev, Xte, Yte, stoi, itos, block_size, source)

@@ -6,7 +6,7 @@ files, so that a worker process can load them itself) and returns
 the order a table should list them: forward output first, then the gradients
 in backward order, then the running buffers. Nothing here raises for a wrong
 answer; a ``NotImplementedError`` from an untouched stub propagates, and so does
-:class:`~gradcheck_kit.guard.AutogradForbidden` from a backward pass that calls
+:class:`~gradcheck_kit.sandbox.guard.AutogradForbidden` from a backward pass that calls
 autograd.
 """
 
@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 import torch
 
 from gradcheck_kit.comparison import Comparison, compare
-from gradcheck_kit.guard import forbid_autograd
-from gradcheck_kit.loading import load_module
-from gradcheck_kit.names import NamesDataset, load_dataset
-from gradcheck_kit.training import (
+from gradcheck_kit.sandbox.guard import forbid_autograd
+from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.makemore.names import NamesDataset, load_dataset
+from gradcheck_kit.makemore.training import (
     MLP,
     autograd_layer,
     autograd_step,
@@ -75,7 +75,7 @@ class Check(NamedTuple):
         """Compare with the check's tolerances, or the scale-aware grading defaults."""
         rtol, atol = self.rtol, self.atol
         if rtol is None or atol is None:
-            from gradcheck_kit.grading import grading_tolerances
+            from gradcheck_kit.grading.steps import grading_tolerances
 
             rtol, atol = grading_tolerances(self.expected)
         return compare(self.name, self.actual, self.expected, rtol=rtol, atol=atol)

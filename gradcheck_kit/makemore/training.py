@@ -4,7 +4,7 @@ The model is the one of the batchnorm notebook: an embedding table ``C``, five
 hidden blocks ``Linear -> BatchNorm1d -> Tanh`` and an output ``Linear ->
 BatchNorm1d``. Its layers come from an implementation module (a student's
 ``ex5_layers.py`` or the solution) or, for the autograd twin, from
-:mod:`gradcheck_kit.layers`, which computes the same forward pass and leaves
+:mod:`gradcheck_kit.makemore.layers`, which computes the same forward pass and leaves
 the backward pass to autograd.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gradcheck_kit import layers as reference
+from gradcheck_kit.makemore import layers as reference
 
 __all__ = [
     "MLP",

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 
 from gradcheck_kit.comparison import Comparison, compare
-from gradcheck_kit.diagnosis import Mistake, diagnose
-from gradcheck_kit.recorder import Recording
+from gradcheck_kit.grading.mistakes import Mistake, diagnose
+from gradcheck_kit.recording.recorder import Recording
 from gradcheck_kit.report import ERROR, EXACT, INHERITED, NOT_STARTED, OK, WRONG, Row
 
 __all__ = ["TOLERANCES", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error", "term_scales"]

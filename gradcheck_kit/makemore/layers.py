@@ -3,7 +3,7 @@
 They take the same arguments as the exercise 5 layers and draw the same initial
 weights from torch's generator, so a model built from them starts where one
 built from an implementation does. Give their parameters ``requires_grad`` (as
-:func:`~gradcheck_kit.training.autograd_twin` does) and ``loss.backward()``
+:func:`~gradcheck_kit.makemore.training.autograd_twin` does) and ``loss.backward()``
 fills ``.grad``, which ``grads()`` then lists.
 """
 

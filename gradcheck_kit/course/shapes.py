@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
-from gradcheck_kit.makemore import Config
+from gradcheck_kit.makemore.model import Config
 
 __all__ = ["GRADING_SETTINGS", "configs"]
 

@@ -3,7 +3,7 @@
 :class:`Results` collects what pytest reports about each graded test (plain data:
 node id, phase, outcome, the test's ``user_properties``, the failure text), so it
 works the same on the pytest-xdist controller as in a single process. It says
-what each test scored under the :class:`~gradcheck_kit.points.Plan`, prints the
+what each test scored under the :class:`~gradcheck_kit.autograder.points.Plan`, prints the
 score line, and turns everything into the autograder format of
 https://gradescope-autograders.readthedocs.io/en/latest/specs/ . Points of tests
 that never reported (the run was stopped, a process died) stay in the total and
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradcheck_kit.points import VISIBILITIES, Plan, Share
+from gradcheck_kit.autograder.points import VISIBILITIES, Plan, Share
 
 __all__ = [
     "FORMATS",
@@ -36,7 +36,7 @@ __all__ = [
     "write_json",
 ]
 
-#: The ``user_properties`` key of a test's :class:`~gradcheck_kit.points.Share`, as a dict.
+#: The ``user_properties`` key of a test's :class:`~gradcheck_kit.autograder.points.Share`, as a dict.
 TEST_PROPERTY = "gradcheck_test"
 #: The ``user_properties`` key of the run's :meth:`Plan.summary`.
 PLAN_PROPERTY = "gradcheck_plan"

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gradcheck_kit.sandbox import Outcome, Sandbox
+    from gradcheck_kit.sandbox.box import Outcome, Sandbox
 
 __all__ = ["ExerciseSandbox"]
 
 
 class ExerciseSandbox:
-    """A :class:`~gradcheck_kit.sandbox.Sandbox` that runs each exercise in a fresh worker with its own time limit.
+    """A :class:`~gradcheck_kit.sandbox.box.Sandbox` that runs each exercise in a fresh worker with its own time limit.
 
     The worker is replaced whenever a call is for another exercise's file than the
     last, so nothing one exercise's code leaves behind (patched modules, changed

@@ -1,7 +1,7 @@
 """The health of a layered network, as the batchnorm notebook plots it.
 
 From one forward and backward pass (a :class:`Snapshot`) and, optionally, the
-:class:`~gradcheck_kit.training.TrainingLog` of a run:
+:class:`~gradcheck_kit.makemore.training.TrainingLog` of a run:
 
 * each tanh layer's activation mean, std and saturation (``|t| > 0.97``);
 * the mean and std of the gradient of each tanh layer's output;
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gradcheck_kit.training import MLP, TrainingLog, autograd_twin, clone_model
+from gradcheck_kit.makemore.training import MLP, TrainingLog, autograd_twin, clone_model
 
 __all__ = [
     "PLOTS_HINT",

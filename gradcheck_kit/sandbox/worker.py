@@ -1,7 +1,7 @@
 """Where a call runs: a worker process kept between calls, or, without isolation, this process.
 
-A worker runs :func:`~gradcheck_kit._call.execute` for each pickled
-:class:`~gradcheck_kit._call.Call` it receives, with both output streams sent
+A worker runs :func:`~gradcheck_kit.sandbox.call.execute` for each pickled
+:class:`~gradcheck_kit.sandbox.call.Call` it receives, with both output streams sent
 to a log file that the parent reads after the call. When no reply comes, the
 parent says why: the call ran past its time limit, or the process died.
 """
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from gradcheck_kit._call import Call, Reply, exception_line, execute, failure
-from gradcheck_kit.sandbox import OUTPUT_LIMIT, Outcome, WorkerStartError
+from gradcheck_kit.sandbox.call import Call, Reply, exception_line, execute, failure
+from gradcheck_kit.sandbox.box import OUTPUT_LIMIT, Outcome, WorkerStartError
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, SpawnContext
@@ -61,8 +61,8 @@ def load_reply(data: bytes) -> Reply:
 
 #: What a reply may name, by module: the reply's own types, containers, torch dtypes, numpy arrays.
 _REPLY_GLOBALS = {
-    "gradcheck_kit._call": {"Reply"},
-    "gradcheck_kit.sandbox": {"Outcome", "TensorInfo", "_rebuild_returned_tensor"},
+    "gradcheck_kit.sandbox.call": {"Reply"},
+    "gradcheck_kit.sandbox.box": {"Outcome", "TensorInfo", "_rebuild_returned_tensor"},
     "builtins": {"set", "frozenset", "complex", "slice", "bytearray"},
     "collections": {"OrderedDict"},
     "types": {"SimpleNamespace"},
@@ -210,7 +210,7 @@ def _context() -> ForkServerContext | SpawnContext:
     context = multiprocessing.get_context("forkserver")
     # Workers forked from the fork server start with these (and torch) imported: a restart takes milliseconds.
     # Has no effect once the fork server runs; workers then import torch themselves.
-    context.set_forkserver_preload(["gradcheck_kit.guard", "gradcheck_kit._call", "gradcheck_kit._worker"])
+    context.set_forkserver_preload(["gradcheck_kit.sandbox.guard", "gradcheck_kit.sandbox.call", "gradcheck_kit.sandbox.worker"])
     return context
 
 
@@ -233,7 +233,7 @@ def _serve(conn: Connection, log_path: str) -> None:
     # Imported before "ready", so that no call's timeout pays for them.
     import torch  # noqa: F401
 
-    import gradcheck_kit.guard  # noqa: F401
+    import gradcheck_kit.sandbox.guard  # noqa: F401
 
     conn.send_bytes(b"ready")
     while True:

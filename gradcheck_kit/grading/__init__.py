@@ -1,0 +1,1 @@
+"""Grade hand-written gradients: one backward step at a time, with tolerances and named mistakes."""

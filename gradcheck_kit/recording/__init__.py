@@ -1,0 +1,1 @@
+"""Record a forward pass and give every intermediate's gradient by its variable name."""
