@@ -185,9 +185,7 @@ class GradeSheet:
         lines = [f"{table}:"]
         for row in failing:
             lines.append(
-                f"  d{row.name}: {row.verdict.upper()}: {row.note}"
-                if row.note
-                else f"  d{row.name}: {row.verdict.upper()}"
+                f"  {row.label}: {row.verdict.upper()}: {row.note}" if row.note else f"  {row.label}: {row.verdict.upper()}"
             )
             if row.comparison.problem == "mismatch":
                 lines.extend("      " + line for line in row.comparison.message.splitlines())

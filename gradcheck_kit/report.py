@@ -17,6 +17,7 @@ __all__ = [
     "ERROR",
     "EXACT",
     "INHERITED",
+    "KINDS",
     "NOT_STARTED",
     "OK",
     "PASSING",
@@ -42,6 +43,8 @@ SKIPPED = "skipped"
 VERDICTS = (EXACT, OK, WRONG, INHERITED, NOT_STARTED, ERROR, SKIPPED)
 #: Verdicts that pass: an inherited gradient's own step is right, so it is not penalised again.
 PASSING = frozenset({EXACT, OK, INHERITED})
+#: What a row's value is: a gradient, a forward output, a running buffer, a flag, or a metric.
+KINDS = ("gradient", "value", "buffer", "flag", "metric")
 
 #: Characters of a note per line in the text table; longer notes wrap.
 NOTE_WIDTH = 72
@@ -62,26 +65,37 @@ def verdict_for(comparison: Comparison) -> str:
 
 @dataclass(frozen=True)
 class Row:
-    """One gradient's line in a report.
+    """One graded value's line in a report: a gradient, or what a check compares besides gradients.
 
     Args:
         comparison: the comparison behind the row.
         verdict: one of :data:`VERDICTS`.
         note: a one-line diagnosis or remark.
+        kind: what the row's value is, one of :data:`KINDS`: the gradient of the
+            tensor it names (shown as ``d<name>``), or the value itself (a forward
+            output, a running buffer, a flag, a metric), shown by its name.
     """
 
     comparison: Comparison
     verdict: str
     note: str = ""
+    kind: str = "gradient"
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {self.verdict!r}; expected one of {', '.join(VERDICTS)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
 
     @property
     def name(self) -> str:
         """The gradient's name."""
         return self.comparison.name
+
+    @property
+    def label(self) -> str:
+        """How messages name the row: ``dW1`` for the gradient of ``W1``, the name itself otherwise."""
+        return f"d{self.name}" if self.kind == "gradient" else self.name
 
     @property
     def passed(self) -> bool:
@@ -90,7 +104,7 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the comparison's fields plus ``verdict`` and ``note`` as plain data."""
-        return {**self.comparison.as_dict(), "verdict": self.verdict, "note": self.note}
+        return {**self.comparison.as_dict(), "verdict": self.verdict, "note": self.note, "kind": self.kind}
 
 
 @dataclass(frozen=True, repr=False)
@@ -119,7 +133,9 @@ class Report:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
         """Rebuild a report from :meth:`as_dict` output, e.g. one sent by a pytest-xdist worker."""
-        rows = tuple(Row(Comparison.from_dict(r), r["verdict"], r["note"]) for r in data["rows"])
+        rows = tuple(
+            Row(Comparison.from_dict(r), r["verdict"], r["note"], r.get("kind", "gradient")) for r in data["rows"]
+        )
         return cls(data["title"], rows, tuple(data.get("unknown", ())))
 
     def __getitem__(self, name: str) -> Row:
