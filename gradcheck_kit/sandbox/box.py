@@ -32,6 +32,7 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -204,6 +205,7 @@ class Sandbox:
         device: str = "cpu",
         timeout: float | None = None,
         guarded: bool = True,
+        student_files: Sequence[str | os.PathLike[str]] = (),
         **kwargs: Any,
     ) -> Outcome:
         """Call ``func_name(*args, **kwargs)`` from the file at ``path``.
@@ -211,8 +213,9 @@ class Sandbox:
         The file is loaded afresh, so edits are seen. Tensors in the
         arguments (also inside lists, tuples, dicts and SimpleNamespaces) are
         handed over as detached copies on ``device``: the caller's tensors
-        are never modified. ``device``, ``timeout`` and ``guarded`` are the
-        sandbox's own keywords; every other keyword goes to the function.
+        are never modified. ``device``, ``timeout``, ``guarded`` and
+        ``student_files`` are the sandbox's own keywords; every other keyword
+        goes to the function.
 
         Args:
             path: the implementation file.
@@ -223,6 +226,12 @@ class Sandbox:
             guarded: run under :func:`~gradcheck_kit.sandbox.guard.forbid_autograd`. A
                 grading harness that needs autograd for its references, and
                 guards the student's calls itself, passes False.
+            student_files: the student's files, when the file at ``path`` is a
+                driver of the course rather than the student's: each is loaded
+                (its top-level code under the guard and limits, failures told
+                as that file's) and the loaded modules are passed to
+                ``func_name`` before ``args``. An exception is then told at the
+                student's line, whatever driver frames lie between.
 
         Returns:
             The :class:`Outcome`.
@@ -234,7 +243,8 @@ class Sandbox:
         from gradcheck_kit.sandbox.worker import run_here
 
         # Resolved here: the worker's working directory is not necessarily this one.
-        call = Call(os.path.abspath(path), func_name, args, kwargs, device, guarded=guarded)
+        files = tuple(os.path.abspath(f) for f in student_files)
+        call = Call(os.path.abspath(path), func_name, args, kwargs, device, guarded=guarded, student_files=files)
         if not self.isolate:
             return run_here(call)
         call = dataclasses.replace(

@@ -4,7 +4,7 @@
 arguments on the requested device, runs it under
 :func:`~gradcheck_kit.sandbox.guard.forbid_autograd` and the memory limit, and copies
 the tensors it returned to the CPU. Every way this can end becomes an
-:class:`~gradcheck_kit.sandbox.box.Outcome`: an exception's message names the
+:class:`~gradcheck_kit.sandbox.outcome.Outcome`: an exception's message names the
 student's own line, and an untouched stub's ``NotImplementedError`` is "not
 started" rather than an error.
 """
@@ -21,19 +21,20 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from gradcheck_kit.sandbox.loading import load_module
-from gradcheck_kit.sandbox.box import Outcome, ReturnedTensor, Status, TensorInfo
+from gradcheck_kit.sandbox.outcome import Outcome, ReturnedTensor, Status, TensorInfo, map_tensors
+from gradcheck_kit.sandbox.reply import Reply
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Call", "Reply", "exception_line", "execute", "failure", "map_tensors"]
+__all__ = ["Call", "MissingName", "Reply", "exception_line", "execute", "failure", "map_tensors"]
 
 _GiB = 1024**3
 
@@ -49,14 +50,13 @@ class Call:
     device: str
     memory_limit: int | None = None
     guarded: bool = True
+    # The student's files, loaded and handed to the function (a course's driver) as its first
+    # arguments. Empty: the file at ``path`` is the student's, and its function is called.
+    student_files: tuple[str, ...] = ()
 
 
-class Reply(NamedTuple):
-    """How a call ended, as a worker sends it back."""
-
-    outcome: Outcome
-    # False when the call may have left the worker unfit for the next one.
-    reusable: bool = True
+class MissingName(Exception):
+    """A driver's way of saying that a student's file lacks a class or function the exercise needs."""
 
 
 class _Unsendable(Exception):
@@ -64,39 +64,49 @@ class _Unsendable(Exception):
 
 
 def execute(call: Call) -> Reply:
-    """Load the file and run ``call``; never raises for what the student's code does."""
+    """Load the files and run ``call``; never raises for what the student's code does."""
     import torch
 
     path = Path(call.path).resolve()
+    files = tuple(Path(f).resolve() for f in call.student_files) or (path,)
     from gradcheck_kit.sandbox.guard import forbid_autograd
 
     # Top-level code runs on import, on the CPU: under the same limit and guard as the call.
     on_cpu = torch.device(call.device).type == "cpu"
     guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
+    loaded: list[ModuleType] = []
     with _process_settings(torch):
         try:
-            with _memory_limit(call.memory_limit if on_cpu else None, torch), guard:
-                module = load_module(path)
-        except SystemExit as exc:
-            return Reply(_exited(exc, path))
-        except Exception as exc:
-            return Reply(_import_failure(exc, path, call.memory_limit if on_cpu else None))
-        try:
-            reply = _call_function(module, call, path, torch)
+            for file in files:
+                try:
+                    with _memory_limit(call.memory_limit if on_cpu else None, torch), guard:
+                        loaded.append(load_module(file))
+                except SystemExit as exc:
+                    return Reply(_exited(exc, files))
+                except Exception as exc:
+                    return Reply(_import_failure(exc, file, call.memory_limit if on_cpu else None))
+            module = load_module(path) if call.student_files else loaded[0]
+            if call.student_files:
+                loaded.append(module)
+            modules = tuple(loaded[:-1]) if call.student_files else ()
+            reply = _call_function(module, modules, call, files, torch)
         finally:
-            # Each call loads the file anew; the persistent worker must not collect them.
-            # Gone from sys.modules, the module's own classes also fail the check
+            # Each call loads the files anew; the persistent worker must not collect them.
+            # Gone from sys.modules, the modules' own classes also fail the check
             # in _sendable, as they would fail to unpickle in the parent.
-            sys.modules.pop(module.__name__, None)
+            for each in loaded:
+                sys.modules.pop(each.__name__, None)
     return _send_back(reply) if reply.outcome.ok else reply
 
 
-def _call_function(module: ModuleType, call: Call, path: Path, torch: ModuleType) -> Reply:
+def _call_function(
+    module: ModuleType, modules: tuple[ModuleType, ...], call: Call, files: tuple[Path, ...], torch: ModuleType
+) -> Reply:
     from gradcheck_kit.sandbox.guard import forbid_autograd
 
     func = getattr(module, call.func_name, None)
     if not callable(func):
-        return Reply(failure("missing_function", _missing(module, call.func_name, path)))
+        return Reply(failure("missing_function", _missing(module, call.func_name, files[0])))
     try:
         on_cuda = torch.device(call.device).type == "cuda"
         args = map_tensors(call.args, lambda t: t.detach().to(call.device, copy=True))
@@ -109,13 +119,15 @@ def _call_function(module: ModuleType, call: Call, path: Path, torch: ModuleType
     try:
         guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
         with _memory_limit(memory_limit, torch), guard:
-            value = func(*args, **kwargs)
+            value = func(*modules, *args, **kwargs)
             if on_cuda:
                 torch.cuda.synchronize(call.device)
     except SystemExit as exc:
-        return Reply(_exited(exc, path, time.perf_counter() - started))
+        return Reply(_exited(exc, files, time.perf_counter() - started))
+    except MissingName as exc:
+        return Reply(failure("missing_function", str(exc), duration=time.perf_counter() - started))
     except Exception as exc:
-        outcome = _raised(exc, path, time.perf_counter() - started, memory_limit)
+        outcome = _raised(exc, files, time.perf_counter() - started, memory_limit)
         return Reply(outcome, reusable=not (on_cuda and _breaks_cuda(exc)))
     outcome = Outcome("ok", value, duration=time.perf_counter() - started)
     # A thread the function left running would go on competing with later calls.
@@ -180,28 +192,6 @@ def _memory_limit(limit: int | None, torch: ModuleType) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def map_tensors(value: Any, on_tensor: Callable[[Any], Any], on_other: Callable[[Any], Any] = lambda v: v) -> Any:
-    """Rebuild ``value`` with ``on_tensor`` applied to each tensor and ``on_other`` to each other leaf."""
-    torch = sys.modules.get("torch")  # not imported yet: there are no tensors
-
-    def walk(v: Any) -> Any:
-        if torch is not None and isinstance(v, torch.Tensor):
-            return on_tensor(v)
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        if type(v) is tuple:
-            return tuple(walk(x) for x in v)
-        if isinstance(v, tuple) and hasattr(v, "_fields"):
-            return type(v)(*(walk(x) for x in v))
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, SimpleNamespace):
-            return SimpleNamespace(**{k: walk(x) for k, x in vars(v).items()})
-        return on_other(v)
-
-    return walk(value)
-
-
 def _returned_tensor(tensor: torch.Tensor) -> ReturnedTensor:
     # A copy, so that a view of a large tensor does not drag its whole storage along.
     return ReturnedTensor(tensor.detach().to("cpu", copy=True), TensorInfo.of(tensor))
@@ -231,34 +221,35 @@ def exception_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _describe(exc: BaseException, path: Path, headline: str | None = None) -> tuple[str, str]:
+def _describe(exc: BaseException, files: tuple[Path, ...], headline: str | None = None) -> tuple[str, str]:
     """Return a message ending with the student's last line, and the traceback from the student's first.
 
     Args:
         exc: the exception.
-        path: the student's file.
+        files: the student's files.
         headline: the message's first line, instead of the exception's own.
     """
+    names = {str(f) for f in files}
     frames = []
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == str(path):
+        if tb.tb_frame.f_code.co_filename in names:
             frames.append(tb)
         tb = tb.tb_next
     message = exception_line(exc) if headline is None else headline
     if frames:
         summary = traceback.extract_tb(frames[-1], limit=1)[0]
-        message += f"\nat {path.name}:{summary.lineno}: {(summary.line or '').strip()}"
+        message += f"\nat {Path(summary.filename).name}:{summary.lineno}: {(summary.line or '').strip()}"
     trace = "".join(traceback.format_exception(type(exc), exc, frames[0] if frames else None))
     return message, trace
 
 
-def _raised(exc: Exception, path: Path, duration: float, memory_limit: int | None) -> Outcome:
-    forbidden = _forbidden(exc, path, duration)
+def _raised(exc: Exception, files: tuple[Path, ...], duration: float, memory_limit: int | None) -> Outcome:
+    forbidden = _forbidden(exc, files, duration)
     if forbidden is not None:
         return forbidden
-    message, trace = _describe(exc, path)
-    if isinstance(exc, NotImplementedError) and _raised_by_student(exc, path):
+    message, trace = _describe(exc, files)
+    if isinstance(exc, NotImplementedError) and _raised_by_student(exc, files):
         return failure("not_started", str(exc) or "NotImplementedError", trace, duration)
     message += _memory_note(exc, memory_limit)
     return failure("error", message, trace, duration)
@@ -273,7 +264,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _raised_by_student(exc: BaseException, path: Path) -> bool:
+def _raised_by_student(exc: BaseException, files: tuple[Path, ...]) -> bool:
     """Whether a ``raise`` statement in the student's file raised ``exc``.
 
     Torch raises NotImplementedError too ("Could not run 'aten::sort' with
@@ -283,7 +274,7 @@ def _raised_by_student(exc: BaseException, path: Path) -> bool:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    if tb is None or tb.tb_frame.f_code.co_filename != str(path):
+    if tb is None or tb.tb_frame.f_code.co_filename not in {str(f) for f in files}:
         return False
     for instruction in dis.get_instructions(tb.tb_frame.f_code):
         if instruction.offset == tb.tb_lasti:
@@ -296,20 +287,20 @@ def _breaks_cuda(exc: Exception) -> bool:
     return "CUDA error" in str(exc) or type(exc).__name__ == "AcceleratorError"
 
 
-def _exited(exc: SystemExit, path: Path, duration: float = 0.0) -> Outcome:
+def _exited(exc: SystemExit, files: tuple[Path, ...], duration: float = 0.0) -> Outcome:
     called = "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
     headline = f"the code called {called} (or exit or quit); a graded function must return its result"
-    return failure("exited", *_describe(exc, path, headline), duration)
+    return failure("exited", *_describe(exc, files, headline), duration)
 
 
-def _forbidden(exc: Exception, path: Path, duration: float = 0.0) -> Outcome | None:
+def _forbidden(exc: Exception, files: tuple[Path, ...], duration: float = 0.0) -> Outcome | None:
     """The "forbidden" outcome, when autograd refused ``exc``'s code (whatever it was wrapped in)."""
     from gradcheck_kit.sandbox.guard import AutogradForbidden
 
     forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
     if forbidden is None:
         return None
-    return failure("forbidden", *_describe(exc, path, exception_line(forbidden)), duration)
+    return failure("forbidden", *_describe(exc, files, exception_line(forbidden)), duration)
 
 
 def _memory_note(exc: Exception, memory_limit: int | None) -> str:
@@ -320,13 +311,13 @@ def _memory_note(exc: Exception, memory_limit: int | None) -> str:
 
 
 def _import_failure(exc: Exception, path: Path, memory_limit: int | None) -> Outcome:
-    forbidden = _forbidden(exc, path)  # the file's top-level code used autograd
+    forbidden = _forbidden(exc, (path,))  # the file's top-level code used autograd
     if forbidden is not None:
         return forbidden
     if isinstance(exc, SyntaxError) and exc.filename == str(path):
         message = f"{type(exc).__name__}: {exc.msg}\nat {path.name}:{exc.lineno}: {(exc.text or '').strip()}"
         return failure("import_error", message, "".join(traceback.format_exception_only(type(exc), exc)))
-    message, trace = _describe(exc, path)
+    message, trace = _describe(exc, (path,))
     message += _memory_note(exc, memory_limit)
     return failure("import_error", f"{path.name} could not be imported: {message}", trace)
 
