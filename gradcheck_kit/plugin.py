@@ -16,17 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from gradcheck_kit._version import __version__
+from gradcheck_kit.verdicts import NOT_STARTED, ROW_PROPERTY, VERDICT_PROPERTY
 
 if TYPE_CHECKING:
     import torch
 
     from gradcheck_kit.report import Report, Row
 
-ROW_PROPERTY = "gradcheck_row"
-VERDICT_PROPERTY = "gradcheck_verdict"
 DEFAULT_SEED = 2147483647
-# report.NOT_STARTED, spelled out so that loading the plugin does not import torch.
-NOT_STARTED = "not started"
 
 
 @dataclass(eq=False)  # registered as a plugin, which must stay hashable
@@ -185,7 +182,9 @@ class GradeSheet:
         lines = [f"{table}:"]
         for row in failing:
             lines.append(
-                f"  {row.label}: {row.verdict.upper()}: {row.note}" if row.note else f"  {row.label}: {row.verdict.upper()}"
+                f"  {row.label}: {row.verdict.upper()}: {row.note}"
+                if row.note
+                else f"  {row.label}: {row.verdict.upper()}"
             )
             if row.comparison.problem == "mismatch":
                 lines.extend("      " + line for line in row.comparison.message.splitlines())

@@ -13,6 +13,9 @@ from typing import Any
 
 from gradcheck_kit.comparison import Comparison, compare
 
+# Re-exported: the verdicts live in a module that imports nothing, for the plugin to load without torch.
+from gradcheck_kit.verdicts import ERROR, EXACT, INHERITED, NOT_STARTED, OK, PASSING, SKIPPED, VERDICTS, WRONG
+
 __all__ = [
     "ERROR",
     "EXACT",
@@ -30,19 +33,6 @@ __all__ = [
     "verdict_for",
 ]
 
-EXACT = "exact"
-OK = "ok"
-WRONG = "wrong"
-NOT_STARTED = "not started"
-ERROR = "error"
-#: Right given the student's own upstream gradients; the total is off because an earlier step is wrong.
-INHERITED = "inherited"
-SKIPPED = "skipped"
-
-#: Every verdict, in the order counts and summaries list them.
-VERDICTS = (EXACT, OK, WRONG, INHERITED, NOT_STARTED, ERROR, SKIPPED)
-#: Verdicts that pass: an inherited gradient's own step is right, so it is not penalised again.
-PASSING = frozenset({EXACT, OK, INHERITED})
 #: What a row's value is: a gradient, a forward output, a running buffer, a flag, or a metric.
 KINDS = ("gradient", "value", "buffer", "flag", "metric")
 

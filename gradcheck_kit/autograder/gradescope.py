@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck_kit.autograder.points import VISIBILITIES, Plan, Share
+from gradcheck_kit.verdicts import NOT_STARTED, PLAN_PROPERTY, ROW_PROPERTY, RUNNING, TEST_PROPERTY, VERDICT_PROPERTY
 
 __all__ = [
     "FORMATS",
@@ -36,18 +37,8 @@ __all__ = [
     "write_json",
 ]
 
-#: The ``user_properties`` key of a test's :class:`~gradcheck_kit.autograder.points.Share`, as a dict.
-TEST_PROPERTY = "gradcheck_test"
-#: The ``user_properties`` key of the run's :meth:`Plan.summary`.
-PLAN_PROPERTY = "gradcheck_plan"
-#: The reason results.json gives while the run goes on: left there, it means the run died.
-RUNNING = "grading is still running, or stopped before it finished"
 #: Gradescope's output formats.
 FORMATS = ("text", "simple_format", "html", "md", "ansi")
-
-# The plugin's keys; repeated here so that reading results does not import pytest.
-_ROW_PROPERTY = "gradcheck_row"
-_VERDICT_PROPERTY = "gradcheck_verdict"
 
 PASSED, FAILED, SKIPPED, NOT_RUN = "passed", "failed", "skipped", "not run"
 _OUTPUT_LIMIT = 6000
@@ -150,9 +141,9 @@ class Results:
             self.plan = Plan(self.plan.shares, summary.exercises, summary.titles)
         run.duration += duration
         if when == "call":
-            rows = [row for key, row in properties if key == _ROW_PROPERTY]
+            rows = [row for key, row in properties if key == ROW_PROPERTY]
             run.rows = [{k: v for k, v in row.items() if k not in ("table", "order")} for row in rows]
-            run.verdict = next((v for k, v in properties if k == _VERDICT_PROPERTY), None)
+            run.verdict = next((v for k, v in properties if k == VERDICT_PROPERTY), None)
         if outcome == FAILED:
             run.outcome = FAILED
             run.text = "\n\n".join(part for part in (run.text, text) if part)
@@ -371,8 +362,6 @@ def _table(run: TestRun) -> str:
 
 def _outcome_line(run: TestRun) -> str:
     """``FAILED: why`` for a test's line under its exercise; a stub's says NOT STARTED, once."""
-    from gradcheck_kit.plugin import NOT_STARTED
-
     headline = _headline(run.text)
     if run.verdict != NOT_STARTED:
         return f"{run.outcome.upper()}: {headline}"
