@@ -47,8 +47,9 @@ class RunTables:
         from gradcheck_kit.report import Report
 
         for title, rows in self.tables.items():
-            # Under pytest-xdist rows arrive in completion order: restore collection order.
-            ordered = sorted(rows.values(), key=lambda row: tuple(row.get("order", (0, 0))))
+            # Rows arrive in the order tests ran (shuffled by pytest-randomly, by completion
+            # under pytest-xdist): put them back in the order of the test file.
+            ordered = sorted(rows.values(), key=lambda row: list(row.get("order", [])))
             yield Report.from_dict({"title": title, "rows": ordered})
 
 
@@ -160,9 +161,9 @@ class GradeSheet:
     def record(self, rows: Row | Report | Iterable[Row], *, table: str) -> list[Row]:
         """Add rows to the run's table ``table`` (and to this test's report section)."""
         rows = list(_as_rows(rows))
-        position = _collection_index(self._item)
+        position = collection_position(self._item)
         for i, row in enumerate(rows):
-            data = {"table": table, "order": (position, i), **row.as_dict()}
+            data = {"table": table, "order": [*position, i], **row.as_dict()}
             self._item.user_properties.append((ROW_PROPERTY, data))
         return rows
 
@@ -192,11 +193,16 @@ class GradeSheet:
         pytest.fail("\n".join(lines), pytrace=False)
 
 
-def _collection_index(item: pytest.Item) -> int:
-    try:
-        return item.session.items.index(item)
-    except ValueError:
-        return 0
+def collection_position(item: pytest.Item) -> list[Any]:
+    """Where ``item`` stands in its test file: its file, its function's line, then its parameters' order.
+
+    The order pytest collects tests in, whatever order they run in: a key that
+    pytest-randomly, pytest-xdist, ``--lf`` and a selection leave as it is.
+    """
+    path, line, _ = item.location
+    callspec = getattr(item, "callspec", None)
+    indices = list(callspec.indices.values()) if callspec is not None else []
+    return [path, -1 if line is None else line, *indices]
 
 
 def _as_rows(rows: Any) -> Iterable[Row]:

@@ -68,6 +68,15 @@ def test_the_terminal_summary_prints_the_tables_of_the_run(pytester: pytest.Pyte
     assert result.ret == 1
 
 
+def test_the_tables_keep_the_files_order_whatever_order_the_tests_ran_in(pytester: pytest.Pytester):
+    pytester.makepyfile(ROWS_TEST)
+    # As pytest-randomly would: run the tests in another order than the file's.
+    pytester.makeconftest("def pytest_collection_modifyitems(items):\n    items.reverse()\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", "-v")
+    result.stdout.fnmatch_lines(["*test_not_started*", "*test_wrong*", "*test_right*"])
+    result.stdout.fnmatch_lines(["demo table", "name*", "---*", "logits*exact*", "probs*wrong*", "counts*not started*"])
+
+
 def test_a_test_whose_gradients_are_all_not_started_reports_not_started(pytester: pytest.Pytester):
     pytester.makepyfile(ROWS_TEST)
     result = pytester.runpytest("-p", "no:cacheprovider", "-v", "-k", "not_started")
