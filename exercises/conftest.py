@@ -191,7 +191,7 @@ def _collected(item: pytest.Item) -> Any:
 
 
 def _titles() -> dict[str, str]:
-    from gradcheck_kit.course.grader import EXERCISES
+    from gradcheck_kit.course.catalogue import EXERCISES
 
     return {key: exercise.title for key, exercise in EXERCISES.items()}
 
@@ -351,18 +351,17 @@ def impl_dir(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def sandbox(request: pytest.FixtureRequest) -> Iterator[object]:
     """Runs each exercise's code in its own worker process under the exercise's time limit."""
-    from gradcheck_kit.course.grader import EXERCISES
-    from gradcheck_kit.sandbox.policy import ExerciseSandbox
     from gradcheck_kit.sandbox.box import Sandbox
+    from gradcheck_kit.sandbox.policy import ExerciseSandbox
 
     default, limits = _time_limits(request.config)
-    files = {EXERCISES[key].file: seconds for key, seconds in limits.items() if key in EXERCISES}
     with Sandbox(timeout=default) as box:
-        yield ExerciseSandbox(box, files, default)
+        yield ExerciseSandbox(box, limits, default)
 
 
 @pytest.fixture(scope="session")
 def grader(impl_dir: Path, sandbox: object, _grading_backends: None) -> object:
-    from gradcheck_kit.course.grader import Grader, Hints
+    from gradcheck_kit.course.catalogue import Hints
+    from gradcheck_kit.course.grader import Grader
 
     return Grader(impl_dir, sandbox, Hints.load(EXERCISES_DIR / "hints.toml"))  # type: ignore[arg-type]

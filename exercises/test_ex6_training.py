@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradcheck_kit.course.grader import LAYER_CHECKS
+from gradcheck_kit.course.layers import LAYER_CHECKS
 
 pytestmark = pytest.mark.gradcheck(exercise="ex6")
 

@@ -14,7 +14,6 @@ import pytest
 
 pytestmark = pytest.mark.gradcheck(exercise="ex7")
 
-FILE = "ex7_triton_kernels.py"
 #: The notebook's size first, then: a row in one block, the longest row held in registers, rows read block by block.
 CROSS_ENTROPY_SHAPES = [(32, 27), (64, 1000), (4, 32768), (5, 50257)]
 #: The notebook's size first, then: one column, several blocks of rows and of columns, ragged edges.
@@ -30,22 +29,7 @@ def triton_device(device):
     return device
 
 
-def _row(name, outcome, expected):
-    from gradcheck_kit.course.grader import describe
-    from gradcheck_kit.grading.steps import grade_gradient, row_for_error
-    from gradcheck_kit.report import ERROR, NOT_STARTED
-    from gradcheck_kit.sandbox.box import ReturnedTensor
-
-    if not outcome.ok:
-        verdict = NOT_STARTED if outcome.status == "not_started" else ERROR
-        return row_for_error(name, expected, verdict, describe(outcome))
-    value = outcome.value
-    if isinstance(value, ReturnedTensor):
-        value = value.tensor.to(value.info.device)
-    return grade_gradient(name, value, expected)
-
-
-def test_cross_entropy_kernel(triton_device, impl_dir, sandbox, gradcheck):
+def test_cross_entropy_kernel(triton_device, grader, gradcheck):
     """dlogits at the notebook's size, then at the sizes that take the kernel's other paths."""
     import torch
 
@@ -57,15 +41,15 @@ def test_cross_entropy_kernel(triton_device, impl_dir, sandbox, gradcheck):
         inputs = CROSS_ENTROPY.make_inputs(params, torch.device(triton_device), torch.float32, SEED, True)
         assert inputs.expected is not None
         f = inputs.f
-        outcome = sandbox.call(impl_dir / FILE, "cross_entropy_backward_triton", f.logits, f.Yb, device=triton_device)
-        gradcheck.check(
-            _row("logits", outcome, inputs.expected["logits"]),
-            table=f"exercise 7: Triton cross-entropy backward, {n}x{vocab_size} [{triton_device}]",
-            record=(n, vocab_size) == CROSS_ENTROPY_SHAPES[0],
-        )
+        title = f"exercise 7: Triton cross-entropy backward, {n}x{vocab_size} [{triton_device}]"
+        result = grader.grade_call(
+            "ex7", "cross_entropy_backward_triton", "logits", inputs.expected["logits"], f.logits, f.Yb,
+            device=triton_device, title=title,
+        )  # fmt: skip
+        gradcheck.check(result.report, table=title, record=(n, vocab_size) == CROSS_ENTROPY_SHAPES[0])
 
 
-def test_batchnorm_kernel(triton_device, impl_dir, sandbox, gradcheck):
+def test_batchnorm_kernel(triton_device, grader, gradcheck):
     """dhprebn at the notebook's size, then at sizes with several blocks and ragged edges."""
     import torch
 
@@ -76,12 +60,9 @@ def test_batchnorm_kernel(triton_device, impl_dir, sandbox, gradcheck):
         inputs = BATCHNORM.make_inputs({"n": n, "c": n_hidden}, torch.device(triton_device), torch.float32, SEED, True)
         assert inputs.expected is not None
         f = inputs.f
-        outcome = sandbox.call(
-            impl_dir / FILE, "batchnorm_backward_triton", f.dhpreact, f.bngain, f.bnraw, f.bnvar_inv,
-            device=triton_device,
+        title = f"exercise 7: Triton batchnorm backward, {n}x{n_hidden} [{triton_device}]"
+        result = grader.grade_call(
+            "ex7", "batchnorm_backward_triton", "hprebn", inputs.expected["hprebn"], f.dhpreact, f.bngain, f.bnraw,
+            f.bnvar_inv, device=triton_device, title=title,
         )  # fmt: skip
-        gradcheck.check(
-            _row("hprebn", outcome, inputs.expected["hprebn"]),
-            table=f"exercise 7: Triton batchnorm backward, {n}x{n_hidden} [{triton_device}]",
-            record=(n, n_hidden) == BATCHNORM_SHAPES[0],
-        )
+        gradcheck.check(result.report, table=title, record=(n, n_hidden) == BATCHNORM_SHAPES[0])

@@ -9,10 +9,8 @@ import pytest
 # Loaded before pytester's in-process run, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
-from gradcheck_kit.sandbox.policy import ExerciseSandbox
 from gradcheck_kit.autograder.gradescope import TEST_PROPERTY
 from gradcheck_kit.autograder.points import CollectedTest, Scheme, SchemeError, given_on_command_line
-from gradcheck_kit.sandbox.box import Outcome
 
 EXERCISES = Path(__file__).resolve().parent.parent / "exercises"
 GRADIENTS = ("logprobs", "probs", "counts", "h")
@@ -180,62 +178,6 @@ def test_the_option_counts_as_given_on_the_command_line_in_either_spelling_or_in
     assert given_on_command_line("--gradcheck-timeout", ["--gradcheck-timeout=3"])
     assert given_on_command_line("--gradcheck-timeout", [], addopts="-q --gradcheck-timeout=3")
     assert not given_on_command_line("--gradcheck-timeout", ["--gradcheck-timeouts=3", "-q"])
-
-
-class FakeSandbox:
-    """Records calls instead of running them; answers with the outcomes it is given, in turn."""
-
-    def __init__(self, *outcomes: Outcome) -> None:
-        self.outcomes = list(outcomes)
-        self.calls: list[tuple[str, float]] = []
-        self.closed = 0
-
-    def call(self, path, func_name, *args, timeout=None, **kwargs):
-        self.calls.append((Path(path).name, timeout))
-        return self.outcomes.pop(0) if self.outcomes else Outcome("ok", 1)
-
-    def close(self):
-        self.closed += 1
-
-
-def test_each_exercise_runs_in_a_fresh_worker_with_its_own_time_limit(tmp_path):
-    fake = FakeSandbox()
-    box = ExerciseSandbox(fake, {"ex1_chunked_backward.py": 30}, default=20)  # type: ignore[arg-type]
-    ex1, ex2 = tmp_path / "ex1_chunked_backward.py", tmp_path / "ex2_cross_entropy.py"
-    box.call(ex1, "chunked_backward")
-    box.call(ex1, "chunked_backward")
-    closed_within_ex1 = fake.closed
-    box.call(ex2, "cross_entropy_backward")
-    assert fake.calls == [
-        ("ex1_chunked_backward.py", 30),
-        ("ex1_chunked_backward.py", 30),
-        ("ex2_cross_entropy.py", 20),
-    ]
-    assert fake.closed == closed_within_ex1 + 1
-
-
-@pytest.mark.parametrize("status", ["timeout", "crashed", "import_error"])
-def test_a_file_that_hung_crashed_or_cannot_be_imported_is_not_run_again(tmp_path, status):
-    fake = FakeSandbox(Outcome(status, message="the call did not finish within 20 s"))
-    box = ExerciseSandbox(fake, {}, default=20)  # type: ignore[arg-type]
-    path = tmp_path / "ex2_cross_entropy.py"
-    first = box.call(path, "cross_entropy_backward")
-    again = box.call(path, "cross_entropy_backward")
-    other = box.call(tmp_path / "ex3_batchnorm.py", "batchnorm_backward")
-    assert len(fake.calls) == 2
-    assert again.status == first.status == status
-    assert again.message.startswith(
-        f"not run: an earlier call of cross_entropy_backward in this run ended with {status}"
-    )
-    assert other.ok
-
-
-def test_a_wrong_answer_is_run_again_at_every_configuration(tmp_path):
-    fake = FakeSandbox(Outcome("error", message="RuntimeError"), Outcome("ok", 1))
-    box = ExerciseSandbox(fake, {}, default=20)  # type: ignore[arg-type]
-    path = tmp_path / "ex2_cross_entropy.py"
-    assert box.call(path, "f").status == "error"
-    assert box.call(path, "f").ok
 
 
 def test_the_shipped_points_give_100_points_and_2_to_each_gradient_of_exercise_one(pytester: pytest.Pytester):

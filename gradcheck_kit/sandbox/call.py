@@ -73,11 +73,11 @@ def execute(call: Call) -> Reply:
 
     # Top-level code runs on import, on the CPU: under the same limit and guard as the call.
     on_cpu = torch.device(call.device).type == "cpu"
-    guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
     loaded: list[ModuleType] = []
     with _process_settings(torch):
         try:
             for file in files:
+                guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
                 try:
                     with _memory_limit(call.memory_limit if on_cpu else None, torch), guard:
                         loaded.append(load_module(file))

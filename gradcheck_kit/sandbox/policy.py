@@ -1,35 +1,39 @@
-"""Per-exercise isolation for a course's run: a fresh worker and the exercise's own time limit."""
+"""Per-check isolation for a course's run: each exercise's own time limit, and a failure kept to its check."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from gradcheck_kit.sandbox.box import Outcome, Sandbox
 
 __all__ = ["ExerciseSandbox"]
 
 
 class ExerciseSandbox:
-    """A :class:`~gradcheck_kit.sandbox.box.Sandbox` that runs each exercise in a fresh worker with its own time limit.
+    """A :class:`~gradcheck_kit.sandbox.box.Sandbox` that gives each exercise a fresh worker and its own limit.
 
-    The worker is replaced whenever a call is for another exercise's file than the
-    last, so nothing one exercise's code leaves behind (patched modules, changed
-    settings) reaches the next. Once a call of a file has timed out or crashed, or
-    the file could not be imported or lacks the function, the file's later calls
-    fail at once with the same outcome instead of being run again: a hang costs
-    one time limit, not one per configuration that hypothesis tries.
+    The worker is replaced whenever a call is for another exercise than the last,
+    so nothing one exercise's code leaves behind (patched modules, changed
+    settings) reaches the next; a call that hangs or crashes takes its worker with
+    it, and the next call gets a fresh one. Once a *check* (one graded call of an
+    exercise, whatever configuration hypothesis draws for it) has timed out or
+    crashed, or could not find or import the student's code, its later calls fail
+    at once with the same outcome instead of being run again: a hang costs one
+    time limit, not one per configuration. Other checks, of the same exercise
+    too, are still run.
 
     Args:
         sandbox: the sandbox whose worker is used.
-        limits: seconds per call, by file name (``"ex2_cross_entropy.py"``).
-        default: seconds per call for files not in ``limits``.
+        limits: seconds per call, by exercise key (``"ex2"``).
+        default: seconds per call for exercises not in ``limits``.
     """
 
-    # Outcomes that every later call would repeat, or that cost a time limit or a new worker each.
+    # Outcomes that every later call of the check would repeat, or that cost a time limit or a new worker each.
     _FATAL = ("timeout", "crashed", "import_error", "missing_function")
 
     def __init__(self, sandbox: Sandbox, limits: Mapping[str, float], default: float) -> None:
@@ -37,27 +41,41 @@ class ExerciseSandbox:
         self.limits = dict(limits)
         self.default = default
         self._current: str | None = None
-        self._fatal: dict[str, Outcome] = {}
+        self._fatal: dict[tuple[str, str], Outcome] = {}
 
-    def limit(self, path: str | Path) -> float:
-        return self.limits.get(Path(path).name, self.default)
+    def limit(self, exercise: str) -> float:
+        """The exercise's configured seconds per call."""
+        return self.limits.get(exercise, self.default)
 
     def call(
-        self, path: str | Path, func_name: str, *args: Any, timeout: float | None = None, **kwargs: Any
+        self,
+        path: str | Path,
+        func_name: str,
+        *args: Any,
+        exercise: str,
+        check: str,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> Outcome:
-        """Call ``func_name`` from ``path`` like :meth:`Sandbox.call`, under the file's own time limit."""
-        key = str(Path(path).resolve())
+        """Call ``func_name`` from ``path`` like :meth:`Sandbox.call`, as check ``check`` of ``exercise``.
+
+        Args:
+            exercise: the exercise the call is graded under; its limit applies.
+            check: what the call checks; a hang or crash skips this check's later calls only.
+            timeout: seconds for this call, instead of the exercise's limit.
+        """
+        key = (exercise, check)
         if key in self._fatal:
             first = self._fatal[key]
             message = (
-                f"not run: an earlier call of {func_name} in this run ended with {first.status} and the file "
-                f"is not called again\n{first.message}"
+                f"not run again: this check's first call ended with {first.status}, and every configuration "
+                f"calls the same code\n{first.message}"
             )
             return dataclasses.replace(first, message=message, duration=0.0, stdout="")
-        if self._current != key:
+        if self._current != exercise:
             self.sandbox.close()
-            self._current = key
-        outcome = self.sandbox.call(path, func_name, *args, timeout=timeout or self.limit(path), **kwargs)
+            self._current = exercise
+        outcome = self.sandbox.call(path, func_name, *args, timeout=timeout or self.limit(exercise), **kwargs)
         if outcome.status in self._FATAL:
             self._fatal[key] = outcome
         return outcome
