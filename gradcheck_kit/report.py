@@ -150,10 +150,12 @@ class Report:
         return {key: next(iter(difflib.get_close_matches(key, names, n=1)), None) for key in self.unknown}
 
     def summary(self) -> str:
-        """Return one line such as ``"24/26 gradients match, 2 not started"``."""
+        """Return one line such as ``"24/26 gradients match, 2 not started"`` (``values`` for rows of other kinds)."""
         total = len(self.rows)
         matched = sum(row.verdict in (EXACT, OK) for row in self.rows)
-        text = f"{matched}/{total} gradient matches" if total == 1 else f"{matched}/{total} gradients match"
+        # "gradients" where every row is one; a check that also compares values, buffers or metrics counts rows.
+        what = "gradient" if all(row.kind == "gradient" for row in self.rows) else "value"
+        text = f"{matched}/{total} {what} matches" if total == 1 else f"{matched}/{total} {what}s match"
         # Inherited rows pass but do not match autograd: counted apart, like every other verdict.
         text += "".join(f", {n} {verdict}" for verdict, n in self.counts().items() if verdict not in (EXACT, OK))
         if self.unknown:

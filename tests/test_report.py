@@ -234,3 +234,10 @@ def test_verdict_names_are_the_projects():
 def test_package_exports_the_report_api():
     assert gradcheck_kit.Report is Report
     assert gradcheck_kit.compare_grads is compare_grads
+
+
+def test_a_report_with_values_besides_gradients_counts_values():
+    value = Row(compare("out", torch.ones(2), torch.ones(2)), "exact", kind="value")
+    gradient = Row(compare("x", torch.ones(2), torch.zeros(2)), "wrong")
+    assert Report("layer", (value, gradient)).summary() == "1/2 values match, 1 wrong"
+    assert value.label == "out" and gradient.label == "dx"
