@@ -549,7 +549,9 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path: Path) -> Non
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 1
     last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("gradcheck_kit.sandbox.box.WorkerStartError: the sandbox's worker process exited with code")
+    assert last.startswith(
+        "gradcheck_kit.sandbox.worker.WorkerStartError: the sandbox's worker process exited with code"
+    )
     assert f"imports the script that started it ({script}) again" in last
     assert 'under `if __name__ == "__main__":`' in last
 
@@ -592,8 +594,7 @@ def test_a_system_that_refuses_a_memory_limit_still_runs_the_call(monkeypatch: p
     ids=["float32", "transposed", "bfloat16", "conj", "scalar", "empty", "bool", "int64"],
 )
 def test_a_returned_tensor_crosses_as_its_bytes_unchanged(tensor: torch.Tensor) -> None:
-    from gradcheck_kit.sandbox.call import Reply
-    from gradcheck_kit.sandbox.worker import load_reply
+    from gradcheck_kit.sandbox.reply import Reply, load_reply
 
     sent = Reply(Outcome("ok", {"t": ReturnedTensor(tensor, TensorInfo.of(tensor))}))
     received = load_reply(pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL)).outcome.value["t"]
@@ -602,8 +603,7 @@ def test_a_returned_tensor_crosses_as_its_bytes_unchanged(tensor: torch.Tensor) 
 
 
 def test_numpy_values_and_containers_cross_too() -> None:
-    from gradcheck_kit.sandbox.call import Reply
-    from gradcheck_kit.sandbox.worker import load_reply
+    from gradcheck_kit.sandbox.reply import Reply, load_reply
 
     value = {"a": np.arange(4.0), "b": [np.float32(2.0), (1, "x", None)], "c": SimpleNamespace(d={3, 4})}
     received = load_reply(pickle.dumps(Reply(Outcome("ok", value)), protocol=pickle.HIGHEST_PROTOCOL)).outcome.value
@@ -634,10 +634,10 @@ def test_a_reply_that_would_run_code_in_the_grader_is_refused(sandbox: Sandbox, 
 
 
 def test_a_reply_may_not_rewrite_a_class() -> None:
-    from gradcheck_kit.sandbox.worker import load_reply
+    from gradcheck_kit.sandbox.reply import load_reply
 
-    # GLOBAL gradcheck_kit.sandbox.box.Outcome, then BUILD with slot state {"ok": True}: setattr on the class.
-    crafted = b"cgradcheck_kit.sandbox.box\nOutcome\nN}Vok\nI01\ns\x86b."
+    # GLOBAL gradcheck_kit.sandbox.outcome.Outcome, then BUILD with slot state {"ok": True}: setattr on the class.
+    crafted = b"cgradcheck_kit.sandbox.outcome\nOutcome\nN}Vok\nI01\ns\x86b."
     with pytest.raises(pickle.UnpicklingError, match="may not set attributes of a class"):
         load_reply(crafted)
     assert isinstance(Outcome.ok, property)

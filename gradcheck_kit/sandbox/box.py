@@ -20,28 +20,34 @@ server, they are spawned). The fork server stays for the life of the process.
 As with any such child process, a script that uses a Sandbox needs the usual
 ``if __name__ == "__main__":`` guard; pytest and console scripts have it.
 
-The rest is private: :mod:`gradcheck_kit.sandbox.call` holds the steps of one call
-and says how it ended; :mod:`gradcheck_kit.sandbox.worker` runs them in the worker
-process (starting, asking and stopping it) or in this one.
+The rest is private, each module below the one before:
+:mod:`gradcheck_kit.sandbox.worker` runs a call in the worker process (starting,
+asking and stopping it) or in this one; :mod:`gradcheck_kit.sandbox.call` holds the
+steps of one call and says how it ended; :mod:`gradcheck_kit.sandbox.reply` reads
+what a worker sends back; :mod:`gradcheck_kit.sandbox.outcome` holds the types they
+share, which this module re-exports.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pickle
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
-
-    # The worker side imports this module's types, so it is imported inside the functions that use it.
-    from gradcheck_kit.sandbox.call import Call
-    from gradcheck_kit.sandbox.worker import Worker
+from gradcheck_kit.sandbox.call import Call
+from gradcheck_kit.sandbox.outcome import (
+    OUTPUT_LIMIT,
+    Outcome,
+    ReturnedTensor,
+    Status,
+    TensorInfo,
+    map_tensors,
+    unwrap,
+)
+from gradcheck_kit.sandbox.worker import Worker, WorkerStartError, run_here
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -54,113 +60,7 @@ __all__ = [
     "unwrap",
 ]
 
-Status = Literal[
-    "ok",
-    "not_started",
-    "error",
-    "import_error",
-    "missing_function",
-    "forbidden",
-    "timeout",
-    "crashed",
-    "exited",
-]
-
-#: Characters of a call's printed output kept in :attr:`Outcome.stdout`.
-OUTPUT_LIMIT = 4096
-
 _GiB = 1024**3
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """What a returned tensor was before it was copied to the CPU."""
-
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    device: str
-
-    @classmethod
-    def of(cls, tensor: torch.Tensor) -> TensorInfo:
-        """Describe ``tensor``."""
-        return cls(tensor.dtype, tuple(tensor.shape), str(tensor.device))
-
-    def __str__(self) -> str:
-        dtype = str(self.dtype).removeprefix("torch.")
-        return f"{dtype}[{', '.join(map(str, self.shape))}] on {self.device}"
-
-
-@dataclass(frozen=True)
-class ReturnedTensor:
-    """A tensor a function returned: a CPU copy, and what it was.
-
-    It crosses from the worker as its raw bytes: a tensor's own pickle loads its
-    storage with ``torch.load(weights_only=False)``, which would run whatever a
-    student's code chose to send instead.
-    """
-
-    tensor: torch.Tensor
-    info: TensorInfo
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        import torch
-
-        t = self.tensor.detach().resolve_conj().resolve_neg().contiguous().reshape(-1)
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        dtype = str(self.tensor.dtype).removeprefix("torch.")
-        return (_rebuild_returned_tensor, (raw, dtype, tuple(self.tensor.shape), self.info))
-
-
-def _rebuild_returned_tensor(raw: bytes, dtype: str, shape: tuple[int, ...], info: TensorInfo) -> ReturnedTensor:
-    """Rebuild a :class:`ReturnedTensor` from its bytes, checking that they fit its dtype and shape."""
-    import torch
-
-    kind = getattr(torch, dtype, None)
-    if not isinstance(kind, torch.dtype):
-        raise ValueError(f"not a torch dtype: {dtype!r}")
-    numel = math.prod(shape)
-    if len(raw) != numel * kind.itemsize:
-        raise ValueError(f"{len(raw)} bytes do not make a {dtype} tensor of shape {tuple(shape)}")
-    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-    return ReturnedTensor(data.view(kind).reshape(shape), info)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one call ended.
-
-    ``value`` is the return value for ``"ok"``, with every tensor in it (also
-    inside lists, tuples, dicts and SimpleNamespaces) replaced by a
-    :class:`ReturnedTensor`, and ``None`` otherwise. ``message`` says what
-    happened and, for an exception, at which line of the student's file;
-    ``traceback`` starts at the student's first frame. ``duration`` is the
-    function's own run time when it ended by itself and the time waited
-    otherwise. ``stdout`` holds what the call printed on both streams, cut to
-    about :data:`OUTPUT_LIMIT` characters.
-    """
-
-    status: Status
-    value: Any = None
-    message: str = ""
-    traceback: str = ""
-    duration: float = 0.0
-    stdout: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """Whether the function returned."""
-        return self.status == "ok"
-
-
-class WorkerStartError(RuntimeError):
-    """The worker process could not be started; no student code had run."""
-
-
-def unwrap(value: Any) -> Any:
-    """Replace every :class:`ReturnedTensor` in ``value`` by its CPU tensor."""
-    from gradcheck_kit.sandbox.call import map_tensors
-
-    return map_tensors(value, lambda t: t, lambda v: v.tensor if isinstance(v, ReturnedTensor) else v)
 
 
 class Sandbox:
@@ -239,9 +139,6 @@ class Sandbox:
         Raises:
             WorkerStartError: when no worker process could be started.
         """
-        from gradcheck_kit.sandbox.call import Call, map_tensors
-        from gradcheck_kit.sandbox.worker import run_here
-
         # Resolved here: the worker's working directory is not necessarily this one.
         files = tuple(os.path.abspath(f) for f in student_files)
         call = Call(os.path.abspath(path), func_name, args, kwargs, device, guarded=guarded, student_files=files)
@@ -269,8 +166,6 @@ class Sandbox:
         self.close()
 
     def _run_in_worker(self, call: Call, limit: float) -> Outcome:
-        from gradcheck_kit.sandbox.worker import Worker
-
         payload = pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
         if self._worker is not None and not self._worker.process.is_alive():
             self.close()

@@ -3,7 +3,8 @@
 A worker runs :func:`~gradcheck_kit.sandbox.call.execute` for each pickled
 :class:`~gradcheck_kit.sandbox.call.Call` it receives, with both output streams sent
 to a log file that the parent reads after the call. When no reply comes, the
-parent says why: the call ran past its time limit, or the process died.
+parent says why: the call ran past its time limit, or the process died. What
+does come back is read by :func:`~gradcheck_kit.sandbox.reply.load_reply`.
 """
 
 from __future__ import annotations
@@ -24,17 +25,22 @@ import traceback
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gradcheck_kit.sandbox.call import Call, Reply, exception_line, execute, failure
-from gradcheck_kit.sandbox.box import OUTPUT_LIMIT, Outcome, WorkerStartError
+from gradcheck_kit.sandbox.call import Call, exception_line, execute, failure
+from gradcheck_kit.sandbox.outcome import OUTPUT_LIMIT, Outcome
+from gradcheck_kit.sandbox.reply import Reply, load_reply
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, SpawnContext
 
-__all__ = ["Lost", "Worker", "run_here"]
+__all__ = ["Lost", "Worker", "WorkerStartError", "run_here"]
 
 _GiB = 1024**3
+
+
+class WorkerStartError(RuntimeError):
+    """The worker process could not be started; no student code had run."""
 
 
 def run_here(call: Call) -> Outcome:
@@ -45,55 +51,6 @@ def run_here(call: Call) -> Outcome:
         reply = execute(call)
     out.finish()
     return dataclasses.replace(reply.outcome, stdout="".join(parts))
-
-
-def load_reply(data: bytes) -> Reply:
-    """Unpickle a worker's reply, allowing only the types a reply is made of.
-
-    The worker runs the student's code, which can send anything down the pipe:
-    a plain ``pickle.loads`` would run any function it names, in the grader.
-    """
-    reply = _ReplyUnpickler(io.BytesIO(data)).load()
-    if not isinstance(reply, Reply):
-        raise pickle.UnpicklingError(f"a worker's reply must be a Reply, not {type(reply).__name__}")
-    return reply
-
-
-#: What a reply may name, by module: the reply's own types, containers, torch dtypes, numpy arrays.
-_REPLY_GLOBALS = {
-    "gradcheck_kit.sandbox.call": {"Reply"},
-    "gradcheck_kit.sandbox.box": {"Outcome", "TensorInfo", "_rebuild_returned_tensor"},
-    "builtins": {"set", "frozenset", "complex", "slice", "bytearray"},
-    "collections": {"OrderedDict"},
-    "types": {"SimpleNamespace"},
-    "torch": {"Size", "device"},
-    "numpy": {"dtype", "ndarray"},
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
-    "numpy.core.numeric": {"_frombuffer"},
-    "numpy._core.numeric": {"_frombuffer"},
-}
-
-
-class _ReplyUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD can be checked
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def find_class(self, module: str, name: str) -> Any:
-        import torch
-
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if name not in _REPLY_GLOBALS.get(module, ()):
-            raise pickle.UnpicklingError(f"a reply may not contain {module}.{name}")
-        return super().find_class(module, name)
-
-    def load_build(self) -> None:
-        # BUILD sets attributes; on a class it would rewrite the class for every later use.
-        if isinstance(self.stack[-2], type):
-            raise pickle.UnpicklingError("a reply may not set attributes of a class")
-        super().load_build()
-
-    dispatch[pickle.BUILD[0]] = load_build
 
 
 class Lost(enum.Enum):
@@ -210,7 +167,9 @@ def _context() -> ForkServerContext | SpawnContext:
     context = multiprocessing.get_context("forkserver")
     # Workers forked from the fork server start with these (and torch) imported: a restart takes milliseconds.
     # Has no effect once the fork server runs; workers then import torch themselves.
-    context.set_forkserver_preload(["gradcheck_kit.sandbox.guard", "gradcheck_kit.sandbox.call", "gradcheck_kit.sandbox.worker"])
+    context.set_forkserver_preload(
+        ["gradcheck_kit.sandbox.guard", "gradcheck_kit.sandbox.call", "gradcheck_kit.sandbox.worker"]
+    )
     return context
 
 
