@@ -1,0 +1,111 @@
+"""One grading run of a course: what is graded, under which time limits, and what it scored so far.
+
+:class:`GradingRun` is the plain object behind the hooks of
+:mod:`gradcheck_kit.autograder.session`. It holds the course's scheme (points.toml),
+the folder of the implementation graded, the time limits, and the run's
+:class:`~gradcheck_kit.autograder.gradescope.Results`; it says what the header
+prints and what results.json holds. It needs no pytest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradcheck_kit.autograder.gradescope import Results, write_json
+from gradcheck_kit.autograder.points import Scheme
+
+__all__ = ["POINTS_FILE", "HINTS_FILE", "GradingRun"]
+
+#: The files of a course folder, beside its tests.
+POINTS_FILE = "points.toml"
+HINTS_FILE = "hints.toml"
+
+
+@dataclass
+class GradingRun:
+    """The settings and the results of one grading run.
+
+    Args:
+        course: the course's folder: its tests, points.toml and hints.toml.
+        implementation: the folder whose ``ex*.py`` files are graded.
+        scheme: the course's points, visibility and time limits.
+        timeout: seconds per call the ``--gradcheck-timeout`` option says.
+        timeout_given: whether that option was given, making it every exercise's limit.
+        seed: the seed of the forward passes graded, told so that a run can be reproduced.
+    """
+
+    course: Path
+    implementation: Path
+    scheme: Scheme
+    timeout: float
+    timeout_given: bool = False
+    seed: int | None = None
+    results: Results = field(default_factory=Results)
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def load(
+        cls, course: Path, implementation: Path, *, timeout: float, timeout_given: bool = False, seed: int | None = None
+    ) -> GradingRun:
+        """The run of the course in ``course``, with the scheme of its points.toml.
+
+        Raises:
+            SchemeError: when points.toml cannot be applied.
+        """
+        return cls(course, implementation, Scheme.load(course / POINTS_FILE), timeout, timeout_given, seed)
+
+    @property
+    def hints_file(self) -> Path:
+        return self.course / HINTS_FILE
+
+    def time_limits(self) -> tuple[float, dict[str, float]]:
+        """Seconds per call: the default and each exercise's; the option, when given, is every exercise's."""
+        if self.timeout_given:
+            return self.timeout, {}
+        default = self.scheme.timeout if self.scheme.timeout is not None else self.timeout
+        return default, {key: self.scheme.timeout_for(key, self.timeout) for key in self.scheme.exercises}
+
+    def describe_limits(self) -> str:
+        """``"20 s (ex6 120 s)"``: the default limit, then each exercise's that differs."""
+        default, limits = self.time_limits()
+        others = [f"{key} {seconds:g} s" for key, seconds in limits.items() if seconds != default]
+        return f"{default:g} s" + (f" ({', '.join(others)})" if others else "")
+
+    def header(self) -> list[str]:
+        """What the run says before it starts: what is graded, the time limits, and what makes it reproducible."""
+        return [
+            f"grading: {self.implementation}",
+            f"time limit per call: {self.describe_limits()}",
+            f"reproducible: forward pass seed {self.seed} (the notebook's); "
+            "other shapes: hypothesis, derandomized (the same configurations every run)",
+        ]
+
+    def gradescope(self, *, complete: bool, reason: str) -> dict[str, Any]:
+        """The run so far as Gradescope's results.json."""
+        from gradcheck_kit._version import __version__
+
+        default, limits = self.time_limits()
+        return self.results.to_gradescope(
+            execution_time=time.monotonic() - self.started,
+            complete=complete,
+            reason=reason,
+            notes=[
+                f"Graded with gradcheck-kit {__version__}. Forward pass seed {self.seed} (the notebook's); the other "
+                "shapes are a fixed sequence of configurations, the same for every submission. "
+                f"Each call of your function may run for {self.describe_limits()}."
+            ],
+            extra={
+                "gradcheck_kit": __version__,
+                "seed": self.seed,
+                "hypothesis": "derandomized",
+                "time_limits": {"default": default, **limits},
+                "implementation": str(self.implementation),
+            },
+        )
+
+    def write(self, path: Path, *, complete: bool, reason: str) -> None:
+        """Write results.json to ``path``, atomically."""
+        write_json(path, self.gradescope(complete=complete, reason=reason))

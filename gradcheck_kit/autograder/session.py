@@ -1,0 +1,359 @@
+"""The hooks and fixtures of a grading run: which implementation is graded, how it is run, and what it scores.
+
+A course's ``conftest.py`` loads them (pytest reads ``pytest_plugins`` only in the
+root conftest, so the hooks and fixtures are imported into it) and starts the run
+with its own folder, where ``points.toml`` and ``hints.toml`` lie::
+
+    from gradcheck_kit.autograder.session import *  # noqa: F403
+    from gradcheck_kit.autograder.session import start
+
+    def pytest_configure(config):
+        start(config, Path(__file__).parent)
+
+Each hook hands off to the run's :class:`~gradcheck_kit.autograder.run.GradingRun`,
+kept in ``config.stash``. Each test's share travels on its reports'
+``user_properties``, so the process that prints the score and writes Gradescope's
+results.json (the pytest-xdist controller, or the only process) sees every test
+without collecting any.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gradcheck_kit.autograder.run import GradingRun
+
+__all__ = [
+    "benchmark_results",
+    "course_dir",
+    "grader",
+    "impl_dir",
+    "pytest_addoption",
+    "pytest_collection_finish",
+    "pytest_collection_modifyitems",
+    "pytest_report_header",
+    "pytest_terminal_summary",
+    "sandbox",
+]
+
+_run_key = pytest.StashKey[GradingRun]()
+_plan_key = pytest.StashKey[Any]()
+_benchmarks_key = pytest.StashKey[Any]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gradcheck")
+    group.addoption(
+        "--impl",
+        metavar="DIR",
+        default=None,
+        help="folder of the implementation to grade, with the file names of exercises/ (default: exercises/)",
+    )
+    group.addoption(
+        "--gradescope",
+        metavar="PATH",
+        default=None,
+        help="write Gradescope's results.json to PATH, also when the run stops early",
+    )
+
+
+def start(config: pytest.Config, course: Path) -> None:
+    """Start the grading run of the course in the folder ``course``; from its conftest's ``pytest_configure``."""
+    from gradcheck_kit.autograder.points import SchemeError, given_on_command_line
+    from gradcheck_kit.plugin import DEFAULT_SEED
+
+    course = course.resolve()
+    implementation = _impl_dir(config, course)
+    _refuse_imported_conftests(config, course, implementation)
+    if _benchmark_only(config) and config.getoption("gradescope"):
+        raise pytest.UsageError(
+            "--gradescope with --benchmark-only would write a results.json with every grading test skipped; "
+            "grade without --benchmark-only"
+        )
+    args = [str(a) for a in config.invocation_params.args]
+    addopts = os.environ.get("PYTEST_ADDOPTS", "")
+    try:
+        run = GradingRun.load(
+            course,
+            implementation,
+            timeout=float(config.getoption("gradcheck_timeout")),
+            timeout_given=given_on_command_line("--gradcheck-timeout", args, addopts),
+            seed=DEFAULT_SEED,
+        )
+    except SchemeError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[_run_key] = run
+    if not _is_xdist_worker(config):
+        config.pluginmanager.register(_Recorder(config, run), "gradcheck-results")
+
+
+def _run(config: pytest.Config) -> GradingRun:
+    return config.stash[_run_key]
+
+
+def _impl_dir(config: pytest.Config, course: Path) -> Path:
+    value = config.getoption("impl")
+    if value is None:
+        return course
+    for base in (Path.cwd(), config.rootpath):
+        candidate = (base / value).resolve()
+        if candidate.is_dir():
+            return candidate
+    raise pytest.UsageError(f"--impl {value}: no such folder (looked in {Path.cwd()} and {config.rootpath})")
+
+
+def _benchmark_only(config: pytest.Config) -> bool:
+    """pytest-benchmark's --benchmark-only: every grading test is skipped, so there is no score to give."""
+    return bool(config.getoption("benchmark_only", False))
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _refuse_imported_conftests(config: pytest.Config, course: Path, impl_dir: Path) -> None:
+    """Stop when pytest imported a conftest.py of the graded folder: student code inside the grader.
+
+    pytest reads the command line once before the course's conftest defines --impl,
+    and takes the DIR of ``--impl DIR`` for a test path, whose conftest.py files it imports.
+    """
+    if impl_dir == course:
+        return
+    ours = course / "conftest.py"
+    for plugin in config.pluginmanager.get_plugins():
+        file = getattr(plugin, "__file__", None)
+        if file and Path(file).resolve() != ours and Path(file).resolve().is_relative_to(impl_dir):
+            raise pytest.UsageError(
+                f"{file} was imported by pytest as a conftest, running the graded code inside the grader; "
+                f"write --impl={config.getoption('impl')} (one word) so that pytest does not take the folder for tests"
+            )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return _run(config).header()
+
+
+def _time_limits(config: pytest.Config) -> tuple[float, dict[str, float]]:
+    """Seconds per call: the default and each exercise's; --gradcheck-timeout, when given, is every exercise's."""
+    return _run(config).time_limits()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Before deselection (-k, -m): the shares are those of every collected test.
+    from gradcheck_kit.autograder.points import SchemeError
+
+    try:
+        plan = _run(config).scheme.plan([_collected(item) for item in items], _titles())
+    except SchemeError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[_plan_key] = plan
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from gradcheck_kit.verdicts import PLAN_PROPERTY, TEST_PROPERTY
+
+    config = session.config
+    plan = config.stash.get(_plan_key, None)
+    if plan is None:
+        return
+    plan = plan.restricted(item.nodeid for item in session.items)
+    summary = plan.summary()
+    for item in session.items:
+        share = plan.shares.get(item.nodeid)
+        if share is not None:
+            item.user_properties.append((TEST_PROPERTY, share.as_dict()))
+            item.user_properties.append((PLAN_PROPERTY, summary))
+    if not _is_xdist_worker(config):
+        _run(config).results.expect(plan)
+
+
+def _collected(item: pytest.Item) -> Any:
+    from gradcheck_kit.autograder.points import CollectedTest
+
+    module_marks, test_marks = [], []
+    for node, mark in item.iter_markers_with_node("gradcheck"):
+        kwargs = dict(mark.kwargs)
+        if mark.args:
+            kwargs.setdefault("exercise", mark.args[0])
+        (test_marks if isinstance(node, (pytest.Function, pytest.Class)) else module_marks).append(kwargs)
+    callspec = getattr(item, "callspec", None)
+    params = {k: str(v) for k, v in callspec.params.items()} if callspec else {}
+    device = params.pop("device", None)
+    skipped = any(
+        m.name == "skip" or (m.name == "skipif" and m.args and m.args[0] is True) for m in item.iter_markers()
+    )
+    doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip()
+    return CollectedTest(
+        nodeid=item.nodeid,
+        function=getattr(item, "originalname", item.name),
+        params=params,
+        device=device,
+        module_marks=tuple(module_marks),
+        test_marks=tuple(test_marks),
+        runs=not skipped,
+        description=doc.splitlines()[0] if doc else "",
+    )
+
+
+def _titles() -> dict[str, str]:
+    from gradcheck_kit.course.catalogue import EXERCISES
+
+    return {key: exercise.title for key, exercise in EXERCISES.items()}
+
+
+# pytest-xdist starts a worker's failure text with "[gw0] linux -- Python 3.11.7 /usr/bin/python".
+_XDIST_HEADER = re.compile(r"\A\[gw\d+\] [^\n]*\n")
+
+
+class _Recorder:
+    """Hands every report to the run's Results and keeps results.json up to date; on the controller only."""
+
+    def __init__(self, config: pytest.Config, run: GradingRun) -> None:
+        self.config = config
+        self.run = run
+        self.written = False
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.run.results.add_problem(f"collecting {report.nodeid or 'the tests'} failed:\n{report.longreprtext}")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from gradcheck_kit.verdicts import RUNNING
+
+        # Under pytest-xdist this runs on the controller for every worker's report.
+        text = _XDIST_HEADER.sub("", report.longreprtext, count=1).lstrip("\n") if report.failed else ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            text = str(report.longrepr[2])
+        finished = self.run.results.add_report(
+            report.nodeid, report.when, report.outcome, report.user_properties, text, report.duration
+        )
+        if finished:
+            self.write(complete=False, reason=RUNNING)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        complete = exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+        self.write(complete=complete, reason=_reason(session, self.run, exitstatus))
+        self.written = True
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not self.written:
+            self.write(complete=False, reason="pytest stopped before the grading session finished")
+
+    def write(self, *, complete: bool, reason: str) -> None:
+        path = self.config.getoption("gradescope")
+        if path is not None:
+            self.run.write(Path(self.config.invocation_params.dir, path), complete=complete, reason=reason)
+
+
+def _reason(session: pytest.Session, run: GradingRun, exitstatus: int) -> str:
+    why = {
+        pytest.ExitCode.INTERRUPTED: "the run was interrupted",
+        pytest.ExitCode.INTERNAL_ERROR: "pytest hit an internal error",
+        pytest.ExitCode.USAGE_ERROR: "pytest was called wrongly",
+        pytest.ExitCode.NO_TESTS_COLLECTED: "no tests were collected",
+    }.get(exitstatus, "")
+    stop = session.shouldstop or session.shouldfail
+    if stop:
+        why = f"{why}: {stop}" if why else str(stop)
+    problems = run.results.problems
+    if problems:
+        why = f"{why}; {len(problems)} problem(s) outside the graded tests" if why else problems[0]
+    return why
+
+
+#: The exercises whose passing earns the speed line: the chunked and the fused backward.
+_TIMED = ("test_ex1_", "test_ex2_", "test_ex3_", "test_ex4_")
+
+
+def _speed_line(terminalreporter: Any, config: pytest.Config) -> str | None:
+    """Time the student's fused against chunked backward, when every test of both passed on the cpu."""
+    passed = [r.nodeid for r in terminalreporter.stats.get("passed", []) if "[cpu" in r.nodeid]
+    failed = [r.nodeid for key in ("failed", "error", "not started") for r in terminalreporter.stats.get(key, [])]
+    if any(any(t in nodeid for t in _TIMED) for nodeid in failed):
+        return None
+    if not all(any(t in nodeid for nodeid in passed) for t in _TIMED):
+        return None
+    from gradcheck_kit.bench import speed
+    from gradcheck_kit.sandbox.box import Sandbox
+
+    # The student's code runs once more: in a worker, like every other call of it.
+    with Sandbox(timeout=60) as box:
+        outcome = box.call(Path(speed.__file__), "speed_line", _run(config).implementation, guarded=False)
+    return outcome.value if outcome.ok else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    _benchmark_tables(terminalreporter, config)
+    results = _run(config).results
+    if not results.tests and not results.plan.exercises:
+        return
+    if _benchmark_only(config):
+        terminalreporter.write_sep("=", "gradcheck-kit: score")
+        terminalreporter.write_line("not graded: --benchmark-only skips the grading tests; run without it for a score")
+        return
+    line = _speed_line(terminalreporter, config)
+    if line:
+        terminalreporter.write_sep("=", "gradcheck-kit: speed")
+        terminalreporter.write_line(line)
+    terminalreporter.write_sep("=", "gradcheck-kit: score")
+    for line in results.summary_lines():
+        terminalreporter.write_line(line)
+
+
+def _benchmark_tables(terminalreporter: Any, config: pytest.Config) -> None:
+    """What the benchmarks timed, as ``gradcheck-kit bench`` shows it: speed-up, GB/s, % of copy, memory."""
+    collected = config.stash.get(_benchmarks_key, None)
+    if collected is None or not collected.results:
+        return
+    from gradcheck_kit.bench.report import to_table
+
+    terminalreporter.write_sep("=", "gradcheck-kit: benchmarks")
+    for run in collected.runs():
+        terminalreporter.write(to_table(run))
+
+
+@pytest.fixture(scope="session")
+def benchmark_results(request: pytest.FixtureRequest) -> Any:
+    """Collects the benchmarks' results for the tables at the end of the run."""
+    from gradcheck_kit.bench.cases import Collected
+
+    return request.config.stash.setdefault(_benchmarks_key, Collected(_run(request.config).implementation))
+
+
+@pytest.fixture(scope="session")
+def impl_dir(request: pytest.FixtureRequest) -> Path:
+    """The folder whose ex*.py files are graded."""
+    return _run(request.config).implementation
+
+
+@pytest.fixture(scope="session")
+def course_dir(request: pytest.FixtureRequest) -> Path:
+    """The course's folder: its tests, points.toml and hints.toml."""
+    return _run(request.config).course
+
+
+@pytest.fixture(scope="session")
+def sandbox(request: pytest.FixtureRequest) -> Iterator[object]:
+    """Runs each exercise's code in its own worker process under the exercise's time limit."""
+    from gradcheck_kit.sandbox.box import Sandbox
+    from gradcheck_kit.sandbox.policy import ExerciseSandbox
+
+    default, limits = _time_limits(request.config)
+    with Sandbox(timeout=default) as box:
+        yield ExerciseSandbox(box, limits, default)
+
+
+@pytest.fixture(scope="session")
+def grader(impl_dir: Path, course_dir: Path, sandbox: object, _grading_backends: None) -> object:
+    from gradcheck_kit.course.catalogue import Hints
+    from gradcheck_kit.course.grader import Grader
+
+    return Grader(impl_dir, sandbox, Hints.load(course_dir / "hints.toml"))  # type: ignore[arg-type]
