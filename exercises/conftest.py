@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 from gradcheck_kit.autograder.session import *  # noqa: F403
-from gradcheck_kit.autograder.session import start
+from gradcheck_kit.autograder.session import add_options, start
+
+COURSE = Path(__file__).parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser, COURSE)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    start(config, Path(__file__).parent)
+    start(config, COURSE)

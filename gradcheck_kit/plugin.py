@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from gradcheck_kit.report import Report, Row
 
+#: The notebook's seed, which the graded forward passes use too (makemore's ``Config.seed``). No
+#: option changes it: a grade must not depend on how pytest was called.
 DEFAULT_SEED = 2147483647
 
 
@@ -65,18 +67,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="devices to grade on: auto = cpu, and cuda when available (default); cpu; cuda",
     )
     group.addoption(
-        "--gradcheck-seed",
-        type=int,
-        default=DEFAULT_SEED,
-        help=f"seed of the torch_generator fixture (default: the notebook's {DEFAULT_SEED})",
-    )
-    group.addoption(
-        "--gradcheck-timeout",
-        type=float,
-        default=60.0,
-        help="seconds a student's function may run per call before it fails as a hang (default: 60)",
-    )
-    group.addoption(
         "--gradcheck-no-tables",
         action="store_true",
         help="do not print the per-tensor tables at the end of the run",
@@ -110,10 +100,7 @@ def _require_cuda() -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return (
-        f"gradcheck-kit {__version__}: seed {config.getoption('gradcheck_seed')}, "
-        f"devices {config.getoption('gradcheck_device')}"
-    )
+    return f"gradcheck-kit {__version__}: seed {DEFAULT_SEED}, devices {config.getoption('gradcheck_device')}"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -145,11 +132,11 @@ def _grading_backends() -> Iterator[None]:
 
 
 @pytest.fixture
-def torch_generator(request: pytest.FixtureRequest) -> torch.Generator:
-    """A torch.Generator seeded with ``--gradcheck-seed``."""
+def torch_generator() -> torch.Generator:
+    """A torch.Generator seeded with the notebook's seed, :data:`DEFAULT_SEED`."""
     import torch
 
-    return torch.Generator().manual_seed(request.config.getoption("gradcheck_seed"))
+    return torch.Generator().manual_seed(DEFAULT_SEED)
 
 
 class GradeSheet:

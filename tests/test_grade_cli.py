@@ -17,9 +17,9 @@ import pytest
 # Loaded before pytester's in-process run, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
-from gradcheck_kit.cli import main
 from gradcheck_kit.autograder.command import _run_isolated, find_exercises, pytest_command
 from gradcheck_kit.autograder.gradescope import validate, write_json
+from gradcheck_kit.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -216,9 +216,11 @@ def test_plain_pytest_refuses_to_grade_when_it_imported_the_submissions_conftest
     result = pytester.runpytest("-p", "no:cacheprovider", "--impl", str(student))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        [f"*conftest.py was imported by pytest as a conftest*write --impl={student} (one word)*"]
+        [f"*conftest.py was imported by pytest as a conftest*write --gradcheck-impl={student} (one word)*"]
     )
-    assert pytester.runpytest("-p", "no:cacheprovider", f"--impl={student}").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    for spelling in ("--gradcheck-impl", "--impl"):
+        ran = pytester.runpytest("-p", "no:cacheprovider", f"{spelling}={student}")
+        assert ran.ret == pytest.ExitCode.NO_TESTS_COLLECTED
 
 
 def test_a_missing_submission_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -244,7 +246,8 @@ def test_workers_use_xdists_default_scheduling_and_options_reach_pytest_as_singl
     )
     # --dist loadfile can wait forever once a submission kills a worker (pytest-dev/pytest-xdist#784).
     assert command[command.index("-n") :][:2] == ["-n", "2"] and "--dist" not in command
-    assert f"--impl={tmp_path / 'student'}" in command
+    assert f"--gradcheck-impl={tmp_path / 'student'}" in command
+    assert f"--gradcheck-gradescope={tmp_path / 'r.json'}" in command
     assert "--gradcheck-timeout=5" in command and "--gradcheck-device=cpu" in command
     assert command[command.index("gradcheck") - 1] == "-m"
 

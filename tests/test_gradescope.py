@@ -284,7 +284,7 @@ def test_an_exercise_skipped_whole_says_why_once(course: pytest.Pytester):
 
 
 def test_the_gradescope_option_writes_one_valid_entry_per_graded_test(course: pytest.Pytester):
-    course.runpytest("-p", "no:cacheprovider", "--gradescope=out/results.json")
+    course.runpytest("-p", "no:cacheprovider", "--gradcheck-gradescope=out/results.json")
     data = results_of(course, "out/results.json")
     assert validate(data) == []
     tests = {t["name"]: t for t in data["tests"]}
@@ -339,6 +339,24 @@ def test_results_json_is_written_when_a_test_file_cannot_be_collected(course: py
     assert "collecting test_ex3.py failed" in data["extra_data"]["problems"][0]
     assert "No module named 'no_such_module'" in data["extra_data"]["problems"][0]
     assert validate(data) == []
+
+
+def test_each_exercise_has_its_time_limit_unless_the_option_sets_every_ones(course: pytest.Pytester):
+    # A top-level timeout, and one of ex2's own (the last table of POINTS).
+    course.makefile(".toml", points="timeout = 20\n" + POINTS + "timeout = 30\n")
+    help_text = " ".join(line.strip() for line in course.runpytest("--help").outlines)
+    assert "given, it is every exercise's limit (default: 20 s, ex2 30 s, from points.toml)" in help_text
+    course.runpytest("-p", "no:cacheprovider", "--co").stdout.fnmatch_lines(["time limit per call: 20 s (ex2 30 s)"])
+    given = course.runpytest("-p", "no:cacheprovider", "--co", "--gradcheck-timeout=5")
+    given.stdout.fnmatch_lines(["time limit per call: 5 s"])
+
+
+def test_the_old_spellings_of_the_options_still_work(course: pytest.Pytester):
+    course.runpytest("-p", "no:cacheprovider", "--impl=.", "--gradescope=old.json")
+    course.runpytest("-p", "no:cacheprovider", "--gradcheck-impl=.", "--gradcheck-gradescope=new.json")
+    old, new = results_of(course, "old.json"), results_of(course, "new.json")
+    assert old["extra_data"]["implementation"] == new["extra_data"]["implementation"] == str(course.path)
+    assert old["score"] == new["score"] == 9.0
 
 
 def test_a_mistake_in_points_toml_stops_the_run_before_grading(course: pytest.Pytester):

@@ -10,7 +10,7 @@ import pytest
 import torch  # noqa: F401
 
 from gradcheck_kit.autograder.gradescope import TEST_PROPERTY
-from gradcheck_kit.autograder.points import CollectedTest, Scheme, SchemeError, given_on_command_line
+from gradcheck_kit.autograder.points import CollectedTest, Scheme, SchemeError
 
 EXERCISES = Path(__file__).resolve().parent.parent / "exercises"
 GRADIENTS = ("logprobs", "probs", "counts", "h")
@@ -166,18 +166,13 @@ def test_a_marker_with_an_unknown_argument_is_an_error():
         Scheme().plan([test])
 
 
-def test_time_limits_come_from_the_exercise_then_the_file_then_the_option():
+def test_time_limits_come_from_the_exercise_then_the_file_then_the_fallback():
     scheme = Scheme.from_dict({"timeout": 20, "ex1": {"timeout": 30}})
     assert scheme.timeout_for("ex1", 60) == 30
     assert scheme.timeout_for("ex2", 60) == 20
     assert Scheme().timeout_for("ex2", 60) == 60
-
-
-def test_the_option_counts_as_given_on_the_command_line_in_either_spelling_or_in_addopts():
-    assert given_on_command_line("--gradcheck-timeout", ["exercises", "--gradcheck-timeout", "3"])
-    assert given_on_command_line("--gradcheck-timeout", ["--gradcheck-timeout=3"])
-    assert given_on_command_line("--gradcheck-timeout", [], addopts="-q --gradcheck-timeout=3")
-    assert not given_on_command_line("--gradcheck-timeout", ["--gradcheck-timeouts=3", "-q"])
+    assert scheme.time_limits(60) == (20, {"ex1": 30})
+    assert Scheme().time_limits(60) == (60, {})
 
 
 def test_the_shipped_points_give_100_points_and_2_to_each_gradient_of_exercise_one(pytester: pytest.Pytester):

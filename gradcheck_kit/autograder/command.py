@@ -1,6 +1,6 @@
 """``gradcheck-kit grade``: grade a folder of exercise solutions, print the tables and the score, write results.json.
 
-The grading is ``pytest exercises/ --impl SUBMISSION_DIR -m gradcheck``, run in a
+The grading is ``pytest exercises/ --gradcheck-impl=SUBMISSION_DIR -m gradcheck``, run in a
 child process: whatever the submission does (hang, exit, kill its parent) cannot
 take this command down, and results.json is written even when the child dies,
 with what had been graded and why the rest was not. Nothing is copied: the
@@ -153,13 +153,13 @@ def pytest_command(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The pytest command line that grades ``submission`` with the tests in ``exercises``."""
-    # "--impl=DIR", never "--impl DIR": pytest reads its arguments once before the conftest
-    # defines --impl, takes a lone DIR for a test path, and would import any conftest.py
-    # in the submission's folder into the grading process.
+    # "--gradcheck-impl=DIR", never "--gradcheck-impl DIR": pytest reads its arguments once before
+    # the conftest defines the option, takes a lone DIR for a test path, and would import any
+    # conftest.py in the submission's folder into the grading process.
     command = [
         sys.executable, "-m", "pytest", str(exercises),
-        f"--impl={submission}",
-        f"--gradescope={results}",
+        f"--gradcheck-impl={submission}",
+        f"--gradcheck-gradescope={results}",
         "-m", "gradcheck",
         "-p", "no:cacheprovider",
         "--tb=no", "-rN",

@@ -32,9 +32,8 @@ The rules, applied by :meth:`Scheme.plan` to the tests a run collects:
   ``after_published`` and ``visible``: the test's points.toml entry, else its
   marker, else the exercise's points.toml entry, else the module's marker, else
   ``visible``.
-- Time limit per call: ``--gradcheck-timeout`` when given on the command line,
-  else the exercise's ``timeout``, else the top-level ``timeout``, else the
-  option's default.
+- Time limit per call: ``--gradcheck-timeout`` when given, else the exercise's
+  ``timeout``, else the top-level ``timeout``, else 60 seconds.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +56,6 @@ __all__ = [
     "SchemeError",
     "Share",
     "TestRule",
-    "given_on_command_line",
 ]
 
 #: Gradescope's visibility values, most hidden first.
@@ -226,6 +223,11 @@ class Scheme:
                     tests={name: _test_rule(rule, f"{source} [{key}.tests] {name}") for name, rule in tests.items()},
                 )
         return cls(exercises, _points(top.get("total"), source, "total"), _seconds(top.get("timeout"), source), source)
+
+    def time_limits(self, fallback: float) -> tuple[float, dict[str, float]]:
+        """Seconds one call may run: the default, and each exercise's that points.toml lists."""
+        default = self.timeout if self.timeout is not None else fallback
+        return default, {key: self.timeout_for(key, fallback) for key in self.exercises}
 
     def timeout_for(self, exercise: str, fallback: float) -> float:
         """Seconds one call of ``exercise``'s function may run."""
@@ -433,13 +435,3 @@ def _tidy(value: float) -> float:
 
 def _fmt(value: float) -> str:
     return f"{value:.6g}"
-
-
-def given_on_command_line(option: str, args: Sequence[str], addopts: str = "") -> bool:
-    """Whether ``option`` (``"--gradcheck-timeout"``) was given in ``args`` or in PYTEST_ADDOPTS ``addopts``."""
-    try:
-        extra = shlex.split(addopts)
-    except ValueError:  # unbalanced quotes: pytest itself will complain
-        extra = addopts.split()
-    words = [*extra, *args]
-    return any(word == option or word.startswith(option + "=") for word in words)

@@ -10,6 +10,7 @@ prints and what results.json holds. It needs no pytest.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ from typing import Any
 from gradcheck_kit.autograder.gradescope import Results, write_json
 from gradcheck_kit.autograder.points import Scheme
 
-__all__ = ["POINTS_FILE", "HINTS_FILE", "GradingRun"]
+__all__ = ["DEFAULT_TIMEOUT", "HINTS_FILE", "POINTS_FILE", "GradingRun", "describe_limits"]
 
 #: The files of a course folder, beside its tests.
 POINTS_FILE = "points.toml"
 HINTS_FILE = "hints.toml"
+#: Seconds one call of a student's function may run where neither points.toml nor the option says.
+DEFAULT_TIMEOUT = 60.0
 
 
 @dataclass
@@ -32,30 +35,29 @@ class GradingRun:
         course: the course's folder: its tests, points.toml and hints.toml.
         implementation: the folder whose ``ex*.py`` files are graded.
         scheme: the course's points, visibility and time limits.
-        timeout: seconds per call the ``--gradcheck-timeout`` option says.
-        timeout_given: whether that option was given, making it every exercise's limit.
+        timeout: seconds per call for every exercise, from ``--gradcheck-timeout``;
+            None leaves each exercise the limit points.toml gives it.
         seed: the seed of the forward passes graded, told so that a run can be reproduced.
     """
 
     course: Path
     implementation: Path
     scheme: Scheme
-    timeout: float
-    timeout_given: bool = False
+    timeout: float | None = None
     seed: int | None = None
     results: Results = field(default_factory=Results)
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def load(
-        cls, course: Path, implementation: Path, *, timeout: float, timeout_given: bool = False, seed: int | None = None
+        cls, course: Path, implementation: Path, *, timeout: float | None = None, seed: int | None = None
     ) -> GradingRun:
         """The run of the course in ``course``, with the scheme of its points.toml.
 
         Raises:
             SchemeError: when points.toml cannot be applied.
         """
-        return cls(course, implementation, Scheme.load(course / POINTS_FILE), timeout, timeout_given, seed)
+        return cls(course, implementation, Scheme.load(course / POINTS_FILE), timeout, seed)
 
     @property
     def hints_file(self) -> Path:
@@ -63,16 +65,13 @@ class GradingRun:
 
     def time_limits(self) -> tuple[float, dict[str, float]]:
         """Seconds per call: the default and each exercise's; the option, when given, is every exercise's."""
-        if self.timeout_given:
+        if self.timeout is not None:
             return self.timeout, {}
-        default = self.scheme.timeout if self.scheme.timeout is not None else self.timeout
-        return default, {key: self.scheme.timeout_for(key, self.timeout) for key in self.scheme.exercises}
+        return self.scheme.time_limits(DEFAULT_TIMEOUT)
 
     def describe_limits(self) -> str:
         """``"20 s (ex6 120 s)"``: the default limit, then each exercise's that differs."""
-        default, limits = self.time_limits()
-        others = [f"{key} {seconds:g} s" for key, seconds in limits.items() if seconds != default]
-        return f"{default:g} s" + (f" ({', '.join(others)})" if others else "")
+        return describe_limits(*self.time_limits())
 
     def header(self) -> list[str]:
         """What the run says before it starts: what is graded, the time limits, and what makes it reproducible."""
@@ -109,3 +108,9 @@ class GradingRun:
     def write(self, path: Path, *, complete: bool, reason: str) -> None:
         """Write results.json to ``path``, atomically."""
         write_json(path, self.gradescope(complete=complete, reason=reason))
+
+
+def describe_limits(default: float, limits: Mapping[str, float]) -> str:
+    """``"20 s (ex6 120 s)"``: the default limit, then each exercise's that differs."""
+    others = [f"{key} {seconds:g} s" for key, seconds in limits.items() if seconds != default]
+    return f"{default:g} s" + (f" ({', '.join(others)})" if others else "")

@@ -5,10 +5,15 @@ root conftest, so the hooks and fixtures are imported into it) and starts the ru
 with its own folder, where ``points.toml`` and ``hints.toml`` lie::
 
     from gradcheck_kit.autograder.session import *  # noqa: F403
-    from gradcheck_kit.autograder.session import start
+    from gradcheck_kit.autograder.session import add_options, start
+
+    COURSE = Path(__file__).parent
+
+    def pytest_addoption(parser):
+        add_options(parser, COURSE)
 
     def pytest_configure(config):
-        start(config, Path(__file__).parent)
+        start(config, COURSE)
 
 Each hook hands off to the run's :class:`~gradcheck_kit.autograder.run.GradingRun`,
 kept in ``config.stash``. Each test's share travels on its reports'
@@ -19,7 +24,6 @@ without collecting any.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,14 +31,14 @@ from typing import Any
 
 import pytest
 
-from gradcheck_kit.autograder.run import GradingRun
+from gradcheck_kit.autograder.run import DEFAULT_TIMEOUT, POINTS_FILE, GradingRun
 
+#: What a course's conftest imports: the hooks and fixtures pytest finds there by name.
 __all__ = [
     "benchmark_results",
     "course_dir",
     "grader",
     "impl_dir",
-    "pytest_addoption",
     "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_report_header",
@@ -47,25 +51,52 @@ _plan_key = pytest.StashKey[Any]()
 _benchmarks_key = pytest.StashKey[Any]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def add_options(parser: pytest.Parser, course: Path) -> None:
+    """Add the grading run's options; from the course conftest's ``pytest_addoption``, with its folder."""
     group = parser.getgroup("gradcheck")
     group.addoption(
+        "--gradcheck-impl",
         "--impl",
+        dest="impl",
         metavar="DIR",
         default=None,
-        help="folder of the implementation to grade, with the file names of exercises/ (default: exercises/)",
+        help="folder of the implementation to grade, with the file names of exercises/ (default: exercises/); "
+        "write it as one word, --gradcheck-impl=DIR",
     )
     group.addoption(
+        "--gradcheck-gradescope",
         "--gradescope",
+        dest="gradescope",
         metavar="PATH",
         default=None,
         help="write Gradescope's results.json to PATH, also when the run stops early",
     )
+    group.addoption(
+        "--gradcheck-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds one call of a student's function may run before it fails as a hang; given, it is every "
+        f"exercise's limit (default: {_default_limits(course)})",
+    )
+
+
+def _default_limits(course: Path) -> str:
+    """What limits apply without the option, as the course's points.toml sets them."""
+    from gradcheck_kit.autograder.points import Scheme, SchemeError
+
+    try:
+        scheme = Scheme.load(course / POINTS_FILE)
+    except SchemeError:
+        return "points.toml's timeout"
+    default, limits = scheme.time_limits(DEFAULT_TIMEOUT)
+    others = "".join(f", {key} {seconds:g} s" for key, seconds in limits.items() if seconds != default)
+    return f"{default:g} s{others}, from points.toml" if scheme.timeout is not None or others else f"{default:g} s"
 
 
 def start(config: pytest.Config, course: Path) -> None:
     """Start the grading run of the course in the folder ``course``; from its conftest's ``pytest_configure``."""
-    from gradcheck_kit.autograder.points import SchemeError, given_on_command_line
+    from gradcheck_kit.autograder.points import SchemeError
     from gradcheck_kit.plugin import DEFAULT_SEED
 
     course = course.resolve()
@@ -73,19 +104,11 @@ def start(config: pytest.Config, course: Path) -> None:
     _refuse_imported_conftests(config, course, implementation)
     if _benchmark_only(config) and config.getoption("gradescope"):
         raise pytest.UsageError(
-            "--gradescope with --benchmark-only would write a results.json with every grading test skipped; "
-            "grade without --benchmark-only"
+            "--gradcheck-gradescope with --benchmark-only would write a results.json with every grading test "
+            "skipped; grade without --benchmark-only"
         )
-    args = [str(a) for a in config.invocation_params.args]
-    addopts = os.environ.get("PYTEST_ADDOPTS", "")
     try:
-        run = GradingRun.load(
-            course,
-            implementation,
-            timeout=float(config.getoption("gradcheck_timeout")),
-            timeout_given=given_on_command_line("--gradcheck-timeout", args, addopts),
-            seed=DEFAULT_SEED,
-        )
+        run = GradingRun.load(course, implementation, timeout=config.getoption("gradcheck_timeout"), seed=DEFAULT_SEED)
     except SchemeError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[_run_key] = run
@@ -105,7 +128,7 @@ def _impl_dir(config: pytest.Config, course: Path) -> Path:
         candidate = (base / value).resolve()
         if candidate.is_dir():
             return candidate
-    raise pytest.UsageError(f"--impl {value}: no such folder (looked in {Path.cwd()} and {config.rootpath})")
+    raise pytest.UsageError(f"--gradcheck-impl {value}: no such folder (looked in {Path.cwd()} and {config.rootpath})")
 
 
 def _benchmark_only(config: pytest.Config) -> bool:
@@ -120,8 +143,9 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 def _refuse_imported_conftests(config: pytest.Config, course: Path, impl_dir: Path) -> None:
     """Stop when pytest imported a conftest.py of the graded folder: student code inside the grader.
 
-    pytest reads the command line once before the course's conftest defines --impl,
-    and takes the DIR of ``--impl DIR`` for a test path, whose conftest.py files it imports.
+    pytest reads the command line once before the course's conftest defines
+    --gradcheck-impl, and takes the DIR of ``--gradcheck-impl DIR`` for a test path,
+    whose conftest.py files it imports.
     """
     if impl_dir == course:
         return
@@ -131,7 +155,8 @@ def _refuse_imported_conftests(config: pytest.Config, course: Path, impl_dir: Pa
         if file and Path(file).resolve() != ours and Path(file).resolve().is_relative_to(impl_dir):
             raise pytest.UsageError(
                 f"{file} was imported by pytest as a conftest, running the graded code inside the grader; "
-                f"write --impl={config.getoption('impl')} (one word) so that pytest does not take the folder for tests"
+                f"write --gradcheck-impl={config.getoption('impl')} (one word) so that pytest does not take the "
+                "folder for tests"
             )
 
 
