@@ -9,8 +9,8 @@ import pytest
 # Loaded before pytester's in-process run, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
-from gradcheck_kit.autograder.gradescope import TEST_PROPERTY
 from gradcheck_kit.autograder.points import CollectedTest, Scheme, SchemeError
+from gradcheck_kit.verdicts import TEST_PROPERTY
 
 EXERCISES = Path(__file__).resolve().parent.parent / "exercises"
 GRADIENTS = ("logprobs", "probs", "counts", "h")

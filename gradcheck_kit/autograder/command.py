@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradcheck_kit.autograder.gradescope import RUNNING, format_points, write_json
+from gradcheck_kit.autograder.gradescope import write_json
+from gradcheck_kit.autograder.results import format_points
+from gradcheck_kit.verdicts import RUNNING
 
 __all__ = ["add_arguments", "find_exercises", "pytest_command", "run"]
 

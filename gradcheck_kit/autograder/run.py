@@ -3,7 +3,7 @@
 :class:`GradingRun` is the plain object behind the hooks of
 :mod:`gradcheck_kit.autograder.session`. It holds the course's scheme (points.toml),
 the folder of the implementation graded, the time limits, and the run's
-:class:`~gradcheck_kit.autograder.gradescope.Results`; it says what the header
+:class:`~gradcheck_kit.autograder.results.Results`; it says what the header
 prints and what results.json holds. It needs no pytest.
 """
 
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradcheck_kit.autograder.gradescope import Results, write_json
+from gradcheck_kit.autograder.gradescope import to_gradescope, write_json
 from gradcheck_kit.autograder.points import Scheme
+from gradcheck_kit.autograder.results import Results
 
 __all__ = ["DEFAULT_TIMEOUT", "HINTS_FILE", "POINTS_FILE", "GradingRun", "describe_limits"]
 
@@ -87,7 +88,8 @@ class GradingRun:
         from gradcheck_kit._version import __version__
 
         default, limits = self.time_limits()
-        return self.results.to_gradescope(
+        return to_gradescope(
+            self.results,
             execution_time=time.monotonic() - self.started,
             complete=complete,
             reason=reason,

@@ -1,0 +1,206 @@
+"""The grading session of a course, run by pytester on small graded test files with the exercises' conftest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# Loaded before pytester's in-process runs, whose module snapshot must not unload torch.
+import torch  # noqa: F401
+
+import gradcheck_kit.report  # noqa: F401
+from gradcheck_kit.autograder.gradescope import validate
+
+EXERCISES_CONFTEST = Path(__file__).resolve().parent.parent / "exercises" / "conftest.py"
+
+POINTS = """
+[ex1]
+points = 10
+[ex1.tests]
+test_gradient = 8
+[ex2]
+points = 5
+"""
+
+EX1_TESTS = """
+import pytest
+import torch
+from gradcheck_kit.comparison import compare
+from gradcheck_kit.report import Row, verdict_for
+
+pytestmark = pytest.mark.gradcheck(exercise="ex1")
+EXPECTED = torch.ones(2, 3)
+ANSWERS = {"logprobs": EXPECTED, "probs": EXPECTED * 2, "counts": None, "h": EXPECTED * 3}
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_gradient(name, device, gradcheck):
+    c = compare(name, ANSWERS[name], EXPECTED)
+    # dh is off only because an earlier step is: its own step is right, so it passes.
+    verdict = "inherited" if name == "h" else verdict_for(c)
+    gradcheck.check(Row(c, verdict, ""), table=f"exercise 1: chunked backward [{device}]")
+
+@pytest.mark.gradcheck(visibility="after_due_date")
+def test_other_shapes(device):
+    '''Every gradient also matches at other shapes.'''
+    assert False, "Falsifying example: n=2"
+"""
+
+UNGRADED_TESTS = """
+def test_helper_that_is_not_graded():
+    pass
+"""
+
+EX2_TESTS = """
+import pytest
+pytestmark = pytest.mark.gradcheck(exercise="ex2")
+
+def test_notebook_shapes(device):
+    pass
+"""
+
+
+@pytest.fixture
+def course(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(EXERCISES_CONFTEST.read_text(encoding="utf-8"))
+    pytester.makefile(".toml", points=POINTS)
+    pytester.makepyfile(test_ex1=EX1_TESTS, test_ex2=EX2_TESTS, test_helpers=UNGRADED_TESTS)
+    return pytester
+
+
+def results_of(pytester: pytest.Pytester, name: str = "results.json") -> dict:
+    return json.loads((pytester.path / name).read_text(encoding="utf-8"))
+
+
+def test_the_score_line_follows_the_tables(course: pytest.Pytester):
+    result = course.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(
+        [
+            "*gradcheck-kit: per-tensor tables*",
+            "exercise 1: chunked backward ?cpu?",
+            "*gradcheck-kit: score*",
+            "exercise 1: chunked backward * 4 / 10   2 of 5 tests passed",
+            "    exercise 1: chunked backward ?cpu?: other shapes: FAILED: *n=2*",
+            "exercise 2: cross-entropy backward * 5 / 5   1 of 1 tests passed",
+            "Score: 9 / 15 (2 points in tests hidden from students until after the due date)",
+        ]
+    )
+    assert result.ret == 1
+
+
+def test_an_exercise_skipped_whole_says_why_once(course: pytest.Pytester):
+    course.makefile(".toml", points=POINTS + "[ex3]\npoints = 0\n")
+    course.makepyfile(
+        test_ex3="import pytest\n"
+        "pytestmark = pytest.mark.gradcheck(exercise='ex3')\n"
+        "def test_kernel(device):\n    pytest.skip('needs a CUDA GPU')\n"
+    )
+    result = course.runpytest("-p", "no:cacheprovider", "--gradcheck-device=cpu", "-k", "ex2 or ex3")
+    result.stdout.fnmatch_lines(
+        [
+            "exercise 2: cross-entropy backward * 5 / 5   1 of 1 tests passed",
+            "exercise 3: batchnorm backward * 0 / 0   0 of 1 tests passed, 1 skipped: needs a CUDA GPU",
+        ]
+    )
+
+
+def test_the_gradescope_option_writes_one_valid_entry_per_graded_test(course: pytest.Pytester):
+    course.runpytest("-p", "no:cacheprovider", "--gradcheck-gradescope=out/results.json")
+    data = results_of(course, "out/results.json")
+    assert validate(data) == []
+    tests = {t["name"]: t for t in data["tests"]}
+    assert list(tests) == [
+        "exercise 1: chunked backward [cpu]: dlogprobs",
+        "exercise 1: chunked backward [cpu]: dprobs",
+        "exercise 1: chunked backward [cpu]: dcounts",
+        "exercise 1: chunked backward [cpu]: dh",
+        "exercise 1: chunked backward [cpu]: other shapes",
+        "exercise 2: cross-entropy backward [cpu]: notebook shapes",
+    ]
+    assert [t["number"] for t in tests.values()] == ["1.1", "1.2", "1.3", "1.4", "1.5", "2.1"]
+    assert (data["score"], data["extra_data"]["total"], data["extra_data"]["complete"]) == (9.0, 15.0, True)
+    probs = tests["exercise 1: chunked backward [cpu]: dprobs"]
+    assert (probs["status"], probs["score"], probs["extra_data"]["verdict"], probs["extra_data"]["maxdiff"]) == (
+        "failed", 0.0, "wrong", 1.0,
+    )  # fmt: skip
+    assert tests["exercise 1: chunked backward [cpu]: dcounts"]["extra_data"]["verdict"] == "not started"
+    inherited = tests["exercise 1: chunked backward [cpu]: dh"]
+    assert (inherited["status"], inherited["score"], inherited["extra_data"]["verdict"]) == ("passed", 2.0, "inherited")
+    assert tests["exercise 1: chunked backward [cpu]: other shapes"]["visibility"] == "after_due_date"
+    assert data["extra_data"]["seed"] == 2147483647
+
+
+def test_results_json_is_written_with_the_reason_when_the_run_is_interrupted(course: pytest.Pytester):
+    course.makepyfile(
+        test_ex1=EX1_TESTS.replace(
+            "def test_other_shapes(device):", "def test_other_shapes(device):\n    raise KeyboardInterrupt"
+        )
+    )
+    course.inline_run("-p", "no:cacheprovider", "--gradescope=results.json", no_reraise_ctrlc=True)
+    data = results_of(course)
+    assert validate(data) == []
+    assert data["extra_data"]["complete"] is False
+    assert data["extra_data"]["reason"] == "the run was interrupted"
+    not_run = [t for t in data["tests"] if t["extra_data"]["outcome"] == "not run"]
+    assert [t["name"] for t in not_run] == [
+        "exercise 1: chunked backward [cpu]: other shapes",
+        "exercise 2: cross-entropy backward [cpu]: notebook shapes",
+    ]
+    assert data["score"] == 4.0 and data["extra_data"]["total"] == 15.0
+
+
+def test_results_json_is_written_when_a_test_file_cannot_be_collected(course: pytest.Pytester):
+    course.makepyfile(
+        test_ex3="import pytest\npytestmark = pytest.mark.gradcheck(exercise='ex3')\nimport no_such_module\n"
+    )
+    result = course.runpytest("-p", "no:cacheprovider", "--gradescope=results.json")
+    data = results_of(course)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert data["extra_data"]["complete"] is False
+    assert "collecting test_ex3.py failed" in data["extra_data"]["problems"][0]
+    assert "No module named 'no_such_module'" in data["extra_data"]["problems"][0]
+    assert validate(data) == []
+
+
+def test_each_exercise_has_its_time_limit_unless_the_option_sets_every_ones(course: pytest.Pytester):
+    # A top-level timeout, and one of ex2's own (the last table of POINTS).
+    course.makefile(".toml", points="timeout = 20\n" + POINTS + "timeout = 30\n")
+    help_text = " ".join(line.strip() for line in course.runpytest("--help").outlines)
+    assert "given, it is every exercise's limit (default: 20 s, ex2 30 s, from points.toml)" in help_text
+    course.runpytest("-p", "no:cacheprovider", "--co").stdout.fnmatch_lines(["time limit per call: 20 s (ex2 30 s)"])
+    given = course.runpytest("-p", "no:cacheprovider", "--co", "--gradcheck-timeout=5")
+    given.stdout.fnmatch_lines(["time limit per call: 5 s"])
+
+
+def test_the_old_spellings_of_the_options_still_work(course: pytest.Pytester):
+    course.runpytest("-p", "no:cacheprovider", "--impl=.", "--gradescope=old.json")
+    course.runpytest("-p", "no:cacheprovider", "--gradcheck-impl=.", "--gradcheck-gradescope=new.json")
+    old, new = results_of(course, "old.json"), results_of(course, "new.json")
+    assert old["extra_data"]["implementation"] == new["extra_data"]["implementation"] == str(course.path)
+    assert old["score"] == new["score"] == 9.0
+
+
+def test_a_mistake_in_points_toml_stops_the_run_before_grading(course: pytest.Pytester):
+    course.makefile(".toml", points="[ex1]\npoints = 'ten'\n")
+    result = course.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*points.toml [[]ex1[]]: points must be a number of at least 0, got 'ten'"])
+
+
+def test_grading_under_xdist_gives_the_same_results_and_tables(course: pytest.Pytester):
+    pytest.importorskip("xdist")
+    serial = course.runpytest("-p", "no:cacheprovider", "--gradescope=serial.json")
+    parallel = course.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--gradescope=parallel.json")
+
+    def comparable(data: dict) -> list[dict]:
+        return [{**t, "extra_data": {**t["extra_data"], "duration": None}} for t in data["tests"]]
+
+    assert comparable(results_of(course, "parallel.json")) == comparable(results_of(course, "serial.json"))
+
+    def summary(lines: list[str]) -> list[str]:
+        start = next(i for i, line in enumerate(lines) if "gradcheck-kit: per-tensor tables" in line)
+        return [line for line in lines[start:] if line.startswith(("exercise", "Score:", "name", "logprobs", "probs"))]
+
+    assert summary(parallel.outlines) == summary(serial.outlines)
+    assert any(line.startswith("Score: 9 / 15") for line in parallel.outlines)
