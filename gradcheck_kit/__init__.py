@@ -13,7 +13,8 @@ from gradcheck_kit._version import __version__
 
 if TYPE_CHECKING:
     from gradcheck_kit.comparison import Comparison, assert_grad_close, cmp, compare
-    from gradcheck_kit.recording.recorder import Recording, record
+    from gradcheck_kit.recording.recording import Recording
+    from gradcheck_kit.recording.tracer import record
     from gradcheck_kit.report import Report, compare_grads
 
 __all__ = [
@@ -33,8 +34,8 @@ _LAZY = {
     "assert_grad_close": "gradcheck_kit.comparison",
     "cmp": "gradcheck_kit.comparison",
     "compare": "gradcheck_kit.comparison",
-    "Recording": "gradcheck_kit.recording.recorder",
-    "record": "gradcheck_kit.recording.recorder",
+    "Recording": "gradcheck_kit.recording.recording",
+    "record": "gradcheck_kit.recording.tracer",
     "Report": "gradcheck_kit.report",
     "compare_grads": "gradcheck_kit.report",
 }

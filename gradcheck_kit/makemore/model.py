@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import torch
 
-from gradcheck_kit.recording.recorder import Recording, record
+from gradcheck_kit.recording.recording import Recording
+from gradcheck_kit.recording.tracer import record
 
 __all__ = ["GRADED", "PARAMETERS", "Config", "Forward", "build"]
 
