@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -13,10 +14,15 @@ from gradcheck_kit.bench.sizes import OP_NAMES
 
 __all__ = ["add_arguments", "run"]
 
+#: Rounds of ``--grading``: each takes about as long as grading twice.
+GRADING_REPEATS = 5
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``; imports nothing heavy."""
-    parser.add_argument("--quick", action="store_true", help="only the small sizes, in seconds (a smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the small sizes, in seconds (a smoke test); with --grading, 3 rounds"
+    )
     parser.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N, or auto: cuda when there is one (default: auto)"
     )
@@ -25,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="the exercise files to benchmark beside the reference variants, once they pass "
-        "(default: ./exercises if it exists, else ./solutions)",
+        "(default: ./exercises if it exists, else ./solutions); with --grading, the folder graded "
+        "(default: the solutions next to exercises/)",
     )
     parser.add_argument("--no-impl", action="store_true", help="benchmark the reference variants only")
     parser.add_argument(
@@ -42,6 +49,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument(
+        "--grading",
+        action="store_true",
+        help="time grading instead: pytest exercises/ for one exercise and for all of them, against a bare "
+        '`python -c "import torch"`, each in a fresh process, in turn (grades --impl, default: the solutions)',
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help=f"with --grading: rounds of the three commands (default: {GRADING_REPEATS}, or 3 with --quick)",
+    )
+    parser.add_argument(
+        "--exercises",
+        metavar="DIR",
+        help="with --grading: the exercises/ folder (default: ./exercises, else the one next to gradcheck_kit)",
+    )
+    parser.add_argument(
         "--plot", type=Path, metavar="PATH", help="also draw time against size, log-log, to PATH (needs matplotlib)"
     )
 
@@ -52,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0; 1 when a reference variant fails its own correctness check; 2 for bad options.
     """
+    if args.grading:
+        return _run_grading(args)
+    if args.repeats is not None or args.exercises is not None:
+        return _usage("--repeats and --exercises go with --grading")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         return _usage("--plot needs matplotlib: pip install 'gradcheck-kit[plots]'")
     if args.threads is not None and args.threads < 1:
@@ -107,6 +135,56 @@ def run(args: argparse.Namespace) -> int:
         message = f"reference {r.op} {r.label} at {r.size} is {r.status}: {r.message}"
         print(f"gradcheck-kit bench: {message}", file=sys.stderr)
     return 1 if broken else 0
+
+
+def _run_grading(args: argparse.Namespace) -> int:
+    """``bench --grading``: time grading against a bare import of torch; 1 when a command fails."""
+    from gradcheck_kit.autograder.command import find_exercises
+    from gradcheck_kit.bench import grading
+
+    ignored = [
+        option
+        for option, given in (
+            ("--device", args.device != "auto"),
+            ("--no-impl", args.no_impl),
+            ("--op", args.op),
+            ("--threads", args.threads is not None),
+            ("--min-time", args.min_time is not None),
+            ("--plot", args.plot is not None),
+        )
+        if given
+    ]
+    if ignored:
+        return _usage(f"{', '.join(ignored)} do not apply to --grading, which times whole pytest runs")
+    repeats = args.repeats if args.repeats is not None else 3 if args.quick else GRADING_REPEATS
+    if repeats < 1:
+        return _usage(f"--repeats must be at least 1, got {repeats}")
+    try:
+        exercises = find_exercises(args.exercises)
+    except FileNotFoundError as exc:
+        return _usage(str(exc))
+    impl = (args.impl or exercises.parent / "solutions").expanduser().resolve()
+    if not impl.is_dir():
+        return _usage(f"--impl {impl}: no such directory")
+
+    def progress(number: int, total: int, command: grading.GradingCommand) -> None:
+        print(f"[round {number}/{total}] {command.label}", file=sys.stderr, flush=True)
+
+    try:
+        result = grading.measure_grading(
+            grading.grading_commands(exercises, impl, must_pass=args.impl is None),
+            repeats=repeats,
+            cwd=exercises.parent,
+            progress=progress,
+        )
+    except grading.CommandFailed as exc:
+        print(f"gradcheck-kit bench --grading: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(grading.to_table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(grading.to_json(result), indent=2, allow_nan=False) + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _usage(message: str) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from gradcheck_kit.bench.ops import OPS
 from gradcheck_kit.bench.runner import Result, Run
 from gradcheck_kit.bench.sizes import sweep_tag
+from gradcheck_kit.bench.units import format_bytes, format_seconds, times_faster
 from gradcheck_kit.report import OK
 
 __all__ = [
@@ -28,26 +29,6 @@ __all__ = [
 
 SCHEMA = "gradcheck-kit-bench/1"
 _COLUMNS = ("size", "variant", "median", "± iqr", "speed-up", "GB/s", "% of copy", "peak memory")
-
-
-def format_seconds(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def format_bytes(nbytes: float) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
-    return f"{nbytes:.0f} B"
-
-
-def times_faster(slow: float, fast: float) -> str:
-    """``"3.1x faster than"`` when ``fast`` is the shorter time, else ``"1.2x slower than"``."""
-    ratio = slow / fast
-    return f"{ratio:.1f}x faster than" if ratio >= 1 else f"{1 / ratio:.1f}x slower than"
 
 
 def header(run: Run) -> list[str]:
