@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from gradcheck_kit.grading.mistakes import factor_name, fit_factor
-from gradcheck_kit.grading.steps import grade_steps, grading_tolerances
-from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.grading.steps import grade_steps
+from gradcheck_kit.grading.tolerances import grading_tolerances
 from gradcheck_kit.makemore.model import GRADED, Config, build
 from gradcheck_kit.report import EXACT, INHERITED, NOT_STARTED, OK, WRONG
+from gradcheck_kit.sandbox.loading import load_module
 
 SOLUTION = load_module("solutions/ex1_chunked_backward.py")
 SOURCE = open("solutions/ex1_chunked_backward.py", encoding="utf-8").read()
@@ -155,7 +156,8 @@ def test_factors_are_named_as_a_student_would_write_them():
 def test_at_a_batch_of_two_rounding_noise_is_judged_against_the_terms_that_cancel(seed):
     # At n=2 the batchnorm makes dhprebn and db1 noise: the reference solution's dhprebn
     # and an exact db1 of zeros must pass, though they differ from autograd's noise.
-    from gradcheck_kit.grading.steps import grade_gradient, term_scales
+    from gradcheck_kit.grading.steps import grade_gradient
+    from gradcheck_kit.grading.tolerances import term_scales
 
     fwd = build(Config(n=2, seed=seed))
     batchnorm = load_module("solutions/ex3_batchnorm.py").batchnorm_backward

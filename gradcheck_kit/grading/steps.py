@@ -8,96 +8,37 @@ Two questions are asked of every gradient:
    one) on the student's own upstream gradients. When that matches, the error
    was made further up, the tensor passes as "inherited", and only the first
    wrong step costs points: no double penalty.
+
+How close "matches" must be is :mod:`gradcheck_kit.grading.tolerances`; what a
+wrong gradient looks like is :mod:`gradcheck_kit.grading.mistakes`.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from gradcheck_kit.comparison import Comparison, compare
 from gradcheck_kit.grading.mistakes import Mistake, diagnose
-from gradcheck_kit.recording.recorder import Recording
+from gradcheck_kit.grading.tolerances import (
+    TOLERANCES,
+    graded_compare,
+    grading_tolerances,
+    largest_magnitude,
+    step_branches,
+    term_scales,
+)
 from gradcheck_kit.report import ERROR, EXACT, INHERITED, NOT_STARTED, OK, WRONG, Row
+
+if TYPE_CHECKING:
+    # Only the type: the recording's own check() grades with this module.
+    from gradcheck_kit.recording.recording import Recording
 
 __all__ = ["TOLERANCES", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error", "term_scales"]
 
-#: Per dtype: (rtol, atol relative to the reference's largest magnitude).
-#: Right answers written differently differ from autograd by rounding (about
-#: 1e-7 of the scale in float32); the common mistakes are off by 1/n, n/(n-1) or
-#: a whole term, orders of magnitude beyond these.
-TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (5e-2, 1e-2),
-    torch.float32: (1e-4, 1e-5),
-    torch.float64: (1e-9, 1e-11),
-}
-
 _SHAPE_LIKE = ("type", "shape", "dtype", "device", "nonfinite")
-
-
-def grading_tolerances(expected: torch.Tensor, scale: float = 0.0) -> tuple[float, float]:
-    """The ``(rtol, atol)`` a gradient is graded with, by dtype and relative to its scale.
-
-    Args:
-        expected: the reference gradient.
-        scale: a magnitude the gradient is computed from, when larger than its own. A
-            gradient that is a sum of terms that cancel (``db1`` through a batchnorm is
-            analytically zero) is rounding noise; it is judged against the size of the
-            terms, not of the noise.
-    """
-    rtol, atol_scale = TOLERANCES.get(expected.dtype, (0.0, 0.0))
-    own = expected.detach().abs().max().item() if expected.numel() else 0.0
-    tiny = torch.finfo(expected.dtype).tiny if expected.is_floating_point() else 1.0
-    return rtol, atol_scale * max(own, scale, tiny)
-
-
-def graded_compare(name: str, actual: object, expected: torch.Tensor, scale: float = 0.0) -> Comparison:
-    rtol, atol = grading_tolerances(expected, scale)
-    return compare(name, actual, expected, rtol=rtol, atol=atol)
-
-
-def _scale(tensors: Iterable[torch.Tensor]) -> float:
-    """The largest finite magnitude among ``tensors`` (a student's upstream may hold NaN)."""
-    finite = (t.detach()[torch.isfinite(t.detach())] for t in tensors)
-    return max((t.abs().max().item() for t in finite if t.numel()), default=0.0)
-
-
-#: A gradient below this fraction of the terms it sums is mostly cancellation: its
-#: rounding error is that of the terms, and so is the error of what is computed from it.
-_NOISE = 1e-2
-
-
-def term_scales(
-    recording: Recording, loss: torch.Tensor, grads: Mapping[str, torch.Tensor | None]
-) -> Callable[[str], float]:
-    """``scale(name)``: the size of the terms that ``name``'s reference gradient is the sum of.
-
-    The terms are each use's gradient and what each use contributes through its
-    step; terms that cancel (``db1`` sums ``dhprebn`` over a batch that a
-    batchnorm centred) leave rounding noise, which is judged against their size,
-    not its own. Where a use's own gradient is such noise (at a batch of two, the
-    batchnorm makes ``dhprebn`` noise too), that use's terms count as well.
-    Each name's scale is worked out once, whichever name asks for it.
-    """
-    upstream = {k: v for k, v in grads.items() if v is not None}
-    loss_name = next((k for k, t in recording.intermediates.items() if t is loss), None)
-
-    @functools.cache
-    def scale(name: str) -> float:
-        found = _scale(_step_branches(name, recording, upstream, loss_name, loss).values())
-        for use in recording.consumers(name):
-            g = upstream.get(use)
-            if g is None or use == loss_name:
-                continue
-            found = max(found, _scale([g]))
-            if _scale([g]) < _NOISE * scale(use):
-                found = max(found, scale(use))
-        return found
-
-    return scale
 
 
 def _first_line(text: str) -> str:
@@ -206,12 +147,13 @@ def grade_steps(
         # The reference's terms set the scale: a student's huge upstream must not widen the tolerance.
         c = graded_compare(name, actual, expected, scale(name))
         known = mistakes.get(name, ())
-        branches = _step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
+        branches = step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
         if c.problem in ("mismatch", "nonfinite") and branches:
             step = sum(branches.values())
             assert isinstance(step, torch.Tensor)
             source = f" (d{first_wrong})" if first_wrong else ""
-            own = _own_step(name, actual, step, expected, _scale(upstream[u] for u in consumers if u in upstream))
+            upstream_scale = largest_magnitude(upstream[u] for u in consumers if u in upstream)
+            own = _own_step(name, actual, step, expected, upstream_scale)
             if own is None:
                 rows.append(Row(c, WRONG, f"cannot be checked: your upstream gradients{source} make this step "
                                           "zero or NaN everywhere; fix them first"))  # fmt: skip
@@ -245,30 +187,6 @@ def _own_step(name: str, actual: object, step: torch.Tensor, expected: torch.Ten
     if not torch.equal(torch.isfinite(actual), finite):  # NaN/Inf exactly where the upstream's flow
         return False
     return graded_compare(name, actual[finite], step[finite], scale).approximate
-
-
-def _step_branches(
-    name: str,
-    recording: Recording,
-    upstream: Mapping[str, torch.Tensor],
-    loss_name: str | None,
-    loss: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """What each use of ``name`` contributes to its gradient, given the upstream gradients."""
-    branches: dict[str, torch.Tensor] = {}
-    for consumer in recording.consumers(name):
-        if not recording.has_local_graph(consumer):
-            return {}
-        if consumer == loss_name:
-            grad_output = torch.ones_like(loss)
-        elif consumer in upstream:
-            grad_output = upstream[consumer]
-        else:
-            return {}
-        contribution = recording.local_vjp(consumer, grad_output).get(name)
-        if contribution is not None:
-            branches[consumer] = contribution
-    return branches
 
 
 def row_for_error(name: str, expected: torch.Tensor, verdict: str, message: str) -> Row:
