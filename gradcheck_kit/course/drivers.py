@@ -13,8 +13,10 @@ takes the student's loaded modules first (see ``student_files`` of
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -25,6 +27,25 @@ __all__ = ["batchnorm", "calibration", "linear", "mlp", "tanh", "training_run"]
 #: Parameter attributes of the notebook's layers, in the order of ``parameters()``.
 PARAMETERS = ("weight", "bias", "gamma", "beta")
 BUFFERS = ("running_mean", "running_var")
+
+_Driver = TypeVar("_Driver", bound=Callable[..., Any])
+
+
+def _own_random_state(driver: _Driver) -> _Driver:
+    """Run ``driver`` on torch's generator seeded afresh, and give the caller's state back afterwards.
+
+    The student's layers draw initial weights that the grader's then replace: that
+    draw must not move the generator of a process that grades in-process, nor
+    depend on which checks ran before in the worker.
+    """
+
+    @functools.wraps(driver)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(0)
+            return driver(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def _class(module: ModuleType, name: str) -> Any:
@@ -91,12 +112,14 @@ def _run_layer(layer: Any, x: torch.Tensor, dout: torch.Tensor) -> dict[str, Any
     return {"out": _sendable(out), "dx": _sendable(dx), "grads": _grads(layer)}
 
 
+@_own_random_state
 def linear(layers: ModuleType, *, fan_in: int, fan_out: int, state: dict[str, torch.Tensor], x, dout) -> dict:
     """``Linear(fan_in, fan_out, bias=...)`` with the grader's weight (and bias): forward ``x``, backward ``dout``."""
     layer = _load(_class(layers, "Linear")(fan_in, fan_out, bias="bias" in state), state)
     return _run_layer(layer, x, dout)
 
 
+@_own_random_state
 def batchnorm(layers: ModuleType, *, dim: int, state: dict[str, Any], x, dout) -> dict:
     """``BatchNorm1d(dim)`` with the grader's gamma, beta, running statistics and mode; then its buffers."""
     layer = _load(_class(layers, "BatchNorm1d")(dim), state)
@@ -104,6 +127,7 @@ def batchnorm(layers: ModuleType, *, dim: int, state: dict[str, Any], x, dout) -
     return {**ran, "buffers": {attr: _sendable(getattr(layer, attr, None)) for attr in BUFFERS}}
 
 
+@_own_random_state
 def tanh(layers: ModuleType, *, x, dout) -> dict:
     """``Tanh()``: forward ``x``, backward ``dout``."""
     return _run_layer(_class(layers, "Tanh")(), x, dout)
@@ -151,6 +175,7 @@ def _parameters(C: torch.Tensor, stack: list[Any]) -> dict[str, Any]:
     return named
 
 
+@_own_random_state
 def mlp(layers: ModuleType, *, C, kinds: list[str], states: list[dict[str, Any]], Xb, dlogits) -> dict:
     """The deep MLP in training mode: logits, each layer's backward chained from ``dlogits``, then eval logits."""
     stack = _stack(layers, kinds, states)
@@ -177,6 +202,7 @@ def mlp(layers: ModuleType, *, C, kinds: list[str], states: list[dict[str, Any]]
     }
 
 
+@_own_random_state
 def training_run(
     training: ModuleType, layers: ModuleType, *, C, kinds: list[str], states: list[dict[str, Any]], Xb, Yb, lr: float
 ) -> dict:
@@ -191,6 +217,7 @@ def training_run(
     return {"losses": losses, "parameters": _parameters(C, stack), "buffers": _buffers(stack)}
 
 
+@_own_random_state
 def calibration(
     training: ModuleType, layers: ModuleType, *, C, kinds: list[str], states: list[dict[str, Any]], X
 ) -> dict:
