@@ -1,224 +1,269 @@
-"""Exercise 5 grading: the solution's layers match autograd; untouched stubs and common mistakes are caught."""
+"""Exercise 5 grading: the solution's layers match autograd; untouched stubs and common mistakes are caught.
+
+Each check runs through :class:`~gradcheck_kit.course.grader.Grader` as in a student's run,
+with the sandbox in this process for speed. A wrong implementation is the solution with
+one thing changed, written to ``tmp_path``.
+"""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
 
-from gradcheck_kit.sandbox.guard import AutogradForbidden
-from gradcheck_kit.course.layers_grading import (
-    Check,
-    compare_checks,
-    grade_batchnorm,
-    grade_linear,
-    grade_mlp,
-    grade_tanh,
-)
-from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.course.catalogue import Hints
+from gradcheck_kit.course.grader import Grader, Result
+from gradcheck_kit.course.layers import LAYER_CHECKS
+from gradcheck_kit.report import ERROR, INHERITED, NOT_STARTED, WRONG
+from gradcheck_kit.sandbox.box import Sandbox
+from gradcheck_kit.sandbox.policy import ExerciseSandbox
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTION = load_module(ROOT / "solutions" / "ex5_layers.py")
-
-GRADERS = {
-    "Linear": lambda impl: grade_linear(impl),
-    "Linear(bias=False)": lambda impl: grade_linear(impl, bias=False),
-    "BatchNorm1d": lambda impl: grade_batchnorm(impl),
-    "BatchNorm1d(eval)": lambda impl: grade_batchnorm(impl, training=False),
-    "Tanh": lambda impl: grade_tanh(impl),
-    "deep MLP": lambda impl: grade_mlp(impl, n_hidden=16),
-}
+SOLUTIONS = ROOT / "solutions"
+CATALOGUE = Path(__file__).resolve().parent / "catalogue"
+EX5 = [key for key, check in LAYER_CHECKS.items() if check.exercise == "ex5"]
+BATCHNORMS = (1, 4, 7, 10, 13, 16)
+TANHS = (2, 5, 8, 11, 14)
 
 
-def failing(checks: list[Check]) -> dict[str, str]:
-    return {c.name: c.problem for c in compare_checks(checks) if not c.ok}
+def in_process_grader(folder: Path) -> Grader:
+    """A grader whose student code runs in this process: the same steps as a worker, without the process."""
+    return Grader(folder, ExerciseSandbox(Sandbox(isolate=False), {}, 20.0), Hints())
 
 
-def implementation(**classes: type) -> ModuleType:
-    """The solution's layers with some classes replaced."""
-    return SimpleNamespace(**{"Linear": SOLUTION.Linear, "BatchNorm1d": SOLUTION.BatchNorm1d,
-                              "Tanh": SOLUTION.Tanh, **classes})  # type: ignore[return-value]  # fmt: skip
+def grade(grader: Grader, check: str) -> Result:
+    return grader.grade_layers(LAYER_CHECKS[check])
 
 
-@pytest.mark.parametrize("what", list(GRADERS))
-def test_the_solution_matches_autograd(what):
-    checks = GRADERS[what](SOLUTION)
-    assert checks
-    assert failing(checks) == {}
+def failing(result: Result) -> dict[str, str]:
+    """Each row that does not pass, by its label, with what is wrong with it."""
+    return {row.label: row.comparison.problem or row.verdict for row in result.report.rows if not row.passed}
 
 
-@pytest.mark.parametrize("what", list(GRADERS))
-def test_an_untouched_stub_raises_not_implemented(what):
-    stub = load_module(ROOT / "exercises" / "ex5_layers.py")
-    with pytest.raises(NotImplementedError, match="^Exercise 5: "):
-        GRADERS[what](stub)
+Change = Callable[..., Grader]
 
 
-def test_layer_checks_cover_the_forward_pass_the_input_and_every_parameter():
-    assert [c.name for c in grade_linear(SOLUTION)] == ["Linear.out", "Linear.dx", "Linear.dweight", "Linear.dbias"]
-    assert [c.name for c in grade_batchnorm(SOLUTION, training=False)] == [
-        "BatchNorm1d(eval).out",
-        "BatchNorm1d(eval).dx",
-        "BatchNorm1d(eval).dgamma",
-        "BatchNorm1d(eval).dbeta",
-        "BatchNorm1d(eval).running_mean",
-        "BatchNorm1d(eval).running_var",
+@pytest.fixture
+def changed(tmp_path: Path) -> Change:
+    """``changed(file, (old, new), ...)``: a grader of the solutions with ``old`` replaced by ``new`` in ``file``."""
+
+    def change(file: str, *replacements: tuple[str, str]) -> Grader:
+        for source in SOLUTIONS.glob("ex*.py"):
+            shutil.copy(source, tmp_path)
+        path = tmp_path / file
+        text = path.read_text(encoding="utf-8")
+        for old, new in replacements:
+            assert text.count(old) == 1, f"{old!r} is not in {file} exactly once"
+            text = text.replace(old, new)
+        path.write_text(text, encoding="utf-8")
+        return in_process_grader(tmp_path)
+
+    return change
+
+
+@pytest.fixture(scope="module")
+def solution() -> Grader:
+    return in_process_grader(SOLUTIONS)
+
+
+# The mistakes, each one line of the solution changed.
+BIASED_VARIANCE = ("n * dxhat - dxhat.sum(0) - n / (n - 1) * self.xhat", "n * dxhat - dxhat.sum(0) - self.xhat")
+NO_BIAS_SUM = ("self.dbias = dout.sum(0)", "self.dbias = dout")
+FORGETS_GAMMA = ("dxhat = self.gamma * dout", "dxhat = dout")
+BATCH_FORMULA_IN_EVAL = (
+    "        if not self.training:\n            # The running",
+    "        if False:\n            # The running",
+)
+BIASED_RUNNING_VAR = ("self.momentum * xvar", "self.momentum * x.var(0, unbiased=False)")
+TANH_FROM_INPUT = (
+    ("        self.out = torch.tanh(x)\n", "        self.x = x\n        self.out = torch.tanh(x)\n"),
+    ("return (1 - self.out**2) * dout", "return (1 - self.x**2) * dout"),
+)
+
+
+# ----------------------------------------------------------------------------
+# The solution and the stubs.
+
+
+@pytest.mark.parametrize("check", EX5)
+def test_the_solution_passes_every_layer_check(solution, check):
+    result = grade(solution, check)
+    assert result.status == "ok", result.outcome.message
+    assert result.report.rows
+    assert failing(result) == {}
+    assert INHERITED not in result.report.counts()
+
+
+@pytest.mark.parametrize("check", EX5)
+def test_an_untouched_stub_is_not_started(check):
+    result = grade(in_process_grader(ROOT / "exercises"), check)
+    assert result.status == "not_started"
+    assert result.outcome.message.startswith("Exercise 5: ")
+    assert {row.verdict for row in result.report.rows} == {NOT_STARTED}
+
+
+def test_layer_checks_cover_the_forward_pass_the_input_and_every_parameter(solution):
+    def rows(check: str) -> list[tuple[str, str]]:
+        return [(row.label, row.kind) for row in grade(solution, check).report.rows]
+
+    assert rows("linear") == [("out", "value"), ("dx", "gradient"), ("dweight", "gradient"), ("dbias", "gradient")]
+    assert rows("linear_without_bias") == [("out", "value"), ("dx", "gradient"), ("dweight", "gradient")]
+    assert rows("tanh") == [("out", "value"), ("dx", "gradient")]
+    for check in ("batchnorm_training", "batchnorm_eval"):
+        assert rows(check) == [
+            ("out", "value"),
+            ("dx", "gradient"),
+            ("dgamma", "gradient"),
+            ("dbeta", "gradient"),
+            ("running_mean", "buffer"),
+            ("running_var", "buffer"),
+        ]
+
+
+def test_the_deep_mlp_lists_every_layer_gradient_by_name_in_backward_order(solution):
+    rows = grade(solution, "deep_mlp").report.rows
+    assert (rows[0].name, rows[0].kind) == ("logits", "value")
+    assert (rows[-1].name, rows[-1].kind) == ("logits(eval)", "value")
+    params = {0: ("weight",), 3: ("weight",), 6: ("weight",), 9: ("weight",), 12: ("weight",), 15: ("weight",)}
+    params |= {i: ("gamma", "beta") for i in BATCHNORMS}
+    # Each layer's input gradient (what its backward returns), then its parameters' gradients.
+    backward = []
+    for i in reversed(range(17)):
+        backward.append(f"layers[{i - 1}].out" if i else "embcat")
+        backward += [f"layers[{i}].{attr}" for attr in params.get(i, ())]
+    assert [row.name for row in rows if row.kind == "gradient"] == backward
+    assert [row.label for row in rows[1:4]] == ["dlayers[15].out", "dlayers[16].gamma", "dlayers[16].beta"]
+    assert [row.name for row in rows if row.kind == "buffer"] == [
+        f"layers[{i}].{b}" for i in BATCHNORMS for b in ("running_mean", "running_var")
     ]
 
 
-def test_the_deep_mlp_lists_every_layer_gradient_by_name_in_backward_order():
-    names = [c.name for c in grade_mlp(SOLUTION, n_hidden=16)]
-    assert names[0] == "logits"
-    assert names[1:4] == ["layers[16].dgamma", "layers[16].dbeta", "layers[15].dout"]
-    assert [f"layers[{i}].dout" for i in reversed(range(16))] == [n for n in names if n.endswith(".dout")]
-    assert [n for n in names if n.endswith(".dweight")] == [f"layers[{i}].dweight" for i in (15, 12, 9, 6, 3, 0)]
-    batchnorms = (1, 4, 7, 10, 13, 16)
-    assert [n for n in names if "running" in n] == [
-        f"layers[{i}].{b}" for i in batchnorms for b in ("running_mean", "running_var")
-    ]
-    assert names.index("dembcat") < names.index("layers[1].running_mean")
-    assert names[-1] == "logits(eval)"
+# ----------------------------------------------------------------------------
+# Single layers: each mistake shows where it is.
 
 
-class BiasedVarianceBatchNorm(SOLUTION.BatchNorm1d):
-    """Backward as if the forward pass divided the variance by n, not n - 1."""
-
-    def backward(self, dout):
-        super().backward(dout)
-        dxhat = self.gamma * dout
-        n = dout.shape[0]
-        return self.xvar_inv / n * (n * dxhat - dxhat.sum(0) - self.xhat * (dxhat * self.xhat).sum(0))
+def test_batchnorm_backward_with_the_biased_variance_is_caught_in_dx_only(changed):
+    grader = changed("ex5_layers.py", BIASED_VARIANCE)
+    assert failing(grade(grader, "batchnorm_training")) == {"dx": "mismatch"}
+    # In eval mode the statistics are constants: the formula with the variance is not used.
+    assert failing(grade(grader, "batchnorm_eval")) == {}
 
 
-class NoBiasSumLinear(SOLUTION.Linear):
-    def backward(self, dout):
-        dx = super().backward(dout)
-        if self.bias is not None:
-            self.dbias = dout
-        return dx
+def test_linear_backward_missing_the_bias_sum_is_a_shape_mismatch(changed):
+    grader = changed("ex5_layers.py", NO_BIAS_SUM)
+    result = grade(grader, "linear")
+    assert failing(result) == {"dbias": "shape"}
+    assert "got (32, 64) where (64,) is expected" in result.report["bias"].note
+    assert failing(grade(grader, "linear_without_bias")) == {}
 
 
-class GammaBlindBatchNorm(SOLUTION.BatchNorm1d):
-    """Backward that forgets to scale by gamma: invisible while gamma is all ones."""
-
-    def backward(self, dout):
-        gamma = self.gamma
-        self.gamma = torch.ones_like(gamma)
-        try:
-            dx = super().backward(dout)
-        finally:
-            self.gamma = gamma
-        self.dgamma, self.dbeta = (dout * self.xhat).sum(0), dout.sum(0)
-        return dx
+def test_batchnorm_backward_that_forgets_gamma_is_caught_because_gamma_starts_off_one(changed):
+    grader = changed("ex5_layers.py", FORGETS_GAMMA)
+    assert failing(grade(grader, "batchnorm_training")) == {"dx": "mismatch"}
+    assert failing(grade(grader, "batchnorm_eval")) == {"dx": "mismatch"}
 
 
-class BatchFormulaInEvalBatchNorm(SOLUTION.BatchNorm1d):
-    """Backward that always uses the batch-statistics formula, also in eval mode."""
-
-    def backward(self, dout):
-        training = self.training
-        self.training = True
-        try:
-            return super().backward(dout)
-        finally:
-            self.training = training
+def test_eval_mode_backward_through_batch_statistics_is_caught_in_eval_only(changed):
+    grader = changed("ex5_layers.py", BATCH_FORMULA_IN_EVAL)
+    assert failing(grade(grader, "batchnorm_training")) == {}
+    assert failing(grade(grader, "batchnorm_eval")) == {"dx": "mismatch"}
 
 
-class BiasedRunningVarBatchNorm(SOLUTION.BatchNorm1d):
-    """Right gradients, but the running variance averages the biased batch variance."""
-
-    def __call__(self, x):
-        out = super().__call__(x)
-        if self.training:
-            n = x.shape[0]
-            self.running_var = self.running_var - self.momentum * x.var(0) / n
-        return out
+def test_running_buffers_are_checked_on_their_own(changed):
+    grader = changed("ex5_layers.py", BIASED_RUNNING_VAR)
+    assert failing(grade(grader, "batchnorm_training")) == {"running_var": "mismatch"}
+    # In the deep MLP the gradients are right; the eval-mode forward pass normalises with the wrong variance.
+    wrong = failing(grade(grader, "deep_mlp"))
+    assert wrong == {f"layers[{i}].running_var": "mismatch" for i in BATCHNORMS} | {"logits(eval)": "mismatch"}
 
 
-class TanhFromInput(SOLUTION.Tanh):
-    def __call__(self, x):
-        self.x = x
-        return super().__call__(x)
-
-    def backward(self, dout):
-        return (1 - self.x**2) * dout
+def test_tanh_backward_from_the_input_instead_of_the_output_is_caught(changed):
+    grader = changed("ex5_layers.py", *TANH_FROM_INPUT)
+    assert failing(grade(grader, "tanh")) == {"dx": "mismatch"}
 
 
-def test_batchnorm_backward_with_the_biased_variance_is_caught_in_dx_only():
-    assert failing(grade_batchnorm(implementation(BatchNorm1d=BiasedVarianceBatchNorm))) == {
-        "BatchNorm1d.dx": "mismatch"
-    }
+def test_a_layer_class_that_is_missing_is_named(tmp_path):
+    (tmp_path / "ex5_layers.py").write_text(
+        (SOLUTIONS / "ex5_layers.py").read_text(encoding="utf-8").replace("class Tanh:", "class TanH:"),
+        encoding="utf-8",
+    )
+    grader = in_process_grader(tmp_path)
+    assert failing(grade(grader, "linear")) == {}
+    result = grade(grader, "tanh")
+    assert result.status == "missing_function"
+    assert "class 'Tanh' is missing; exercise 5 asks for Tanh" in result.outcome.message
 
 
-def test_linear_backward_missing_the_bias_sum_is_a_shape_mismatch():
-    assert failing(grade_linear(implementation(Linear=NoBiasSumLinear))) == {"Linear.dbias": "shape"}
+# ----------------------------------------------------------------------------
+# The deep MLP: one wrong layer costs points where it is.
 
 
-def test_batchnorm_backward_that_forgets_gamma_is_caught_because_gamma_starts_off_one():
-    assert "BatchNorm1d.dx" in failing(grade_batchnorm(implementation(BatchNorm1d=GammaBlindBatchNorm)))
+def test_in_the_deep_mlp_a_wrong_layer_is_the_first_wrong_step_and_the_right_layers_below_it_are_inherited(changed):
+    result = grade(changed("ex5_layers.py", *TANH_FROM_INPUT), "deep_mlp")
+    rows = result.report.rows
+    gradients = [row for row in rows if row.kind == "gradient"]
+    names = [row.name for row in gradients]
+    # layers[14] is the last Tanh: its backward returns the gradient of layers[13].out.
+    first = names.index("layers[13].out")
+    assert all(row.passed and row.verdict != INHERITED for row in gradients[:first])
+    assert gradients[first].verdict == WRONG
+    assert gradients[first].note.startswith("first wrong step")
+    # Below it, every Tanh is wrong on its own; every Linear and BatchNorm1d step is right.
+    own = {f"layers[{i - 1}].out" for i in TANHS}
+    assert {row.name for row in gradients if row.verdict == WRONG} == own
+    below = [row for row in gradients[first + 1 :] if row.name not in own]
+    assert below and {row.verdict for row in below} == {INHERITED}
+    assert below[0].note == "your step is right; the error is upstream (dlayers[13].out)"
+    assert all(row.passed for row in rows if row.kind != "gradient")
+    assert not result.report.passed
 
 
-def test_eval_mode_backward_through_batch_statistics_is_caught_in_eval_only():
-    impl = implementation(BatchNorm1d=BatchFormulaInEvalBatchNorm)
-    assert failing(grade_batchnorm(impl)) == {}
-    assert failing(grade_batchnorm(impl, training=False)) == {"BatchNorm1d(eval).dx": "mismatch"}
+def test_in_the_deep_mlp_a_wrong_output_batchnorm_is_the_first_wrong_step(changed):
+    rows = grade(changed("ex5_layers.py", BIASED_VARIANCE), "deep_mlp").report.rows
+    first = next(row for row in rows if not row.passed)
+    assert (first.name, first.verdict) == ("layers[15].out", WRONG)
+    assert {row.name for row in rows if row.verdict == WRONG} == {f"layers[{i - 1}].out" for i in BATCHNORMS}
+    assert {row.verdict for row in rows if row.name in ("layers[14].out", "layers[15].weight", "embcat")} == {INHERITED}
 
 
-def test_running_buffers_are_checked_on_their_own():
-    impl = implementation(BatchNorm1d=BiasedRunningVarBatchNorm)
-    assert failing(grade_batchnorm(impl)) == {"BatchNorm1d.running_var": "mismatch"}
-    wrong = failing(grade_mlp(impl, n_hidden=16))
-    # The eval-mode forward pass normalises with the wrong running variance, too.
-    assert set(wrong) == {f"layers[{i}].running_var" for i in (1, 4, 7, 10, 13, 16)} | {"logits(eval)"}
+# ----------------------------------------------------------------------------
+# Integrity.
 
 
-def test_tanh_backward_from_the_input_instead_of_the_output_is_caught():
-    assert failing(grade_tanh(implementation(Tanh=TanhFromInput))) == {"Tanh.dx": "mismatch"}
-
-
-def test_in_the_deep_mlp_a_wrong_layer_shows_first_where_it_sits():
-    checks = grade_mlp(implementation(BatchNorm1d=BiasedVarianceBatchNorm), n_hidden=16)
-    comparisons = compare_checks(checks)
-    first_wrong = next(c.name for c in comparisons if not c.ok)
-    # layers[16] is the output batchnorm: its dx is what layers[15] receives.
-    assert first_wrong == "layers[15].dout"
-    assert all(c.ok for c in comparisons if "running" in c.name or c.name.startswith("logits"))
-
-
-def test_a_backward_pass_that_calls_autograd_is_refused():
-    class AutogradTanh(SOLUTION.Tanh):
-        def __call__(self, x):
-            self.x = x.detach().requires_grad_()
-            self.out = torch.tanh(self.x)
-            return self.out.detach()
-
-        def backward(self, dout):
-            (dx,) = torch.autograd.grad(self.out, self.x, dout)
-            return dx
-
-    with pytest.raises(AutogradForbidden):
-        grade_tanh(implementation(Tanh=AutogradTanh))
+def test_a_backward_pass_that_calls_autograd_is_refused(changed):
+    grader = changed(
+        "ex5_layers.py",
+        (
+            "return (1 - self.out**2) * dout",
+            "x = self.out.detach().requires_grad_()\n        (dx,) = torch.autograd.grad(torch.tanh(x), x, dout)\n"
+            "        return dx",
+        ),
+    )
+    for check in ("tanh", "deep_mlp"):
+        result = grade(grader, check)
+        assert result.status == "forbidden"
+        assert "manual backward must not use autograd: torch.autograd.grad()" in result.outcome.message
+        assert "at ex5_layers.py:" in result.outcome.message
+        assert {row.verdict for row in result.report.rows} == {ERROR}
+    assert failing(grade(grader, "linear")) == {}
 
 
 def test_grading_leaves_the_global_random_state_alone():
+    grader = in_process_grader(SOLUTIONS)
     state = torch.random.get_rng_state()
-    grade_linear(SOLUTION)
-    grade_mlp(SOLUTION, n_hidden=16)
+    for check in ("linear", "deep_mlp", "training_steps"):
+        assert grade(grader, check).report.passed
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
-def test_a_check_with_explicit_tolerances_uses_them():
-    expected = torch.tensor([1.0, 2.0])
-    actual = torch.tensor([1.0, 2.1])
-    assert not Check("x", actual, expected).compare().ok
-    assert Check("x", actual, expected, rtol=0.1, atol=0.0).compare().ok
-
-
-def test_an_implementation_can_be_given_by_the_path_of_its_file():
-    assert failing(grade_tanh(ROOT / "solutions" / "ex5_layers.py")) == {}
-    with pytest.raises(NotImplementedError):
-        grade_tanh(str(ROOT / "exercises" / "ex5_layers.py"))
+def test_layers_that_keep_their_parameters_in_a_list_get_the_graders_parameters(tmp_path):
+    # parameters() returns the list built in __init__: the grader's values must be copied into those tensors.
+    shutil.copy(CATALOGUE / "ex5_params_in_a_list" / "ex5_layers.py", tmp_path)
+    grader = in_process_grader(tmp_path)
+    for check in EX5:
+        assert failing(grade(grader, check)) == {}, check

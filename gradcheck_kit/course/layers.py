@@ -258,13 +258,20 @@ def _reference_model(*, vocab_size: int, n_hidden: int, seed: int, **sizes: int)
 
 
 def _recorded_mlp(twin: MLP, Xb: torch.Tensor, dlogits: torch.Tensor) -> tuple[Any, torch.Tensor]:
-    """The twin's forward pass, recorded: every layer's output is named ``layers[i].out``."""
+    """The twin's forward pass, recorded: every layer's output is named ``layers[i].out``.
+
+    Each output is bound to ``x`` on the line that computes it (``x = layer(x)``), so that
+    the recording knows each layer's own step and its inputs: without them no layer below
+    a wrong one could be credited as inherited, and the parameters' gradients would not
+    follow their layers in backward order.
+    """
     C, layers = twin.C, twin.layers
     with record() as rec:
         emb = C[Xb]
         embcat = emb.view(emb.shape[0], -1)
-        for i, layer in enumerate(layers):
-            layer(embcat if i == 0 else layers[i - 1].out)
+        x = embcat
+        for layer in layers:
+            x = layer(x)
         loss = (layers[-1].out * dlogits).sum()
     return rec, loss
 
