@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from gradcheck_kit.course.catalogue import Hints
+from gradcheck_kit.course.grader import Grader, Result
+from gradcheck_kit.course.layers import LAYER_CHECKS
 from gradcheck_kit.makemore import layers as reference
 from gradcheck_kit.makemore import training
-from gradcheck_kit.course.layers_grading import compare_checks, grade_calibration, grade_training_steps, train_to_target
-from gradcheck_kit.sandbox.loading import load_module
 from gradcheck_kit.makemore.names import load_dataset
+from gradcheck_kit.report import NOT_STARTED
+from gradcheck_kit.sandbox.box import Sandbox
+from gradcheck_kit.sandbox.loading import load_module
+from gradcheck_kit.sandbox.policy import ExerciseSandbox
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,10 +32,6 @@ SMALL = dict(vocab_size=27, n_hidden=16)
 @pytest.fixture(scope="module")
 def data():
     return load_dataset(limit=1000)
-
-
-def failing(checks) -> dict[str, str]:
-    return {c.name: c.problem for c in compare_checks(checks) if not c.ok}
 
 
 # -- the model -------------------------------------------------------------------
@@ -148,61 +149,117 @@ def test_sampling_gives_names_from_the_vocabulary_and_restores_the_mode(data):
 
 
 # -- exercise 6 grading ----------------------------------------------------------
+# Through the grader, as in a student's run, with the sandbox in this process for speed.
 
 
-def test_the_solution_trains_exactly_as_its_autograd_twin(data):
-    checks = grade_training_steps(STEPS, LAYERS, steps=3, n_hidden=16, data=data)
-    assert [c.name for c in checks[:3]] == ["losses", "C", "layers[0].weight"]
-    assert any(c.name == "layers[16].running_var" for c in checks)
-    assert failing(checks) == {}
+REFERENCE_LAYERS_NOTE = (
+    "graded on the reference layers: your exercise 5 layers do not pass yet, and one mistake costs points once"
+)
 
 
-def test_a_step_that_never_updates_the_embedding_is_caught_at_C(data):
-    def step(C, layers, Xb, Yb, lr):
-        return STEPS.train_step(C.clone(), layers, Xb, Yb, lr)
-
-    wrong = failing(grade_training_steps(SimpleNamespace(train_step=step), LAYERS, steps=2, n_hidden=16, data=data))
-    assert wrong["C"] == "mismatch"
+def in_process_grader(folder: Path) -> Grader:
+    return Grader(folder, ExerciseSandbox(Sandbox(isolate=False), {}, 20.0), Hints())
 
 
-def test_the_solution_reaches_the_loss_target(data):
-    run = train_to_target(STEPS, LAYERS, steps=150, target=3.1, n_hidden=16, data=data)
-    assert run.reached, run.message
-    assert "reached the target 3.10" in run.message
+def grade(grader: Grader, check: str) -> Result:
+    return grader.grade_layers(LAYER_CHECKS[check])
 
 
-def test_a_step_that_climbs_the_gradient_misses_the_loss_target(data):
-    def step(C, layers, Xb, Yb, lr):
-        return STEPS.train_step(C, layers, Xb, Yb, -lr)
-
-    run = train_to_target(SimpleNamespace(train_step=step), LAYERS, steps=150, target=3.1, n_hidden=16, data=data)
-    assert not run.reached
-    assert "missed the target" in run.message
+def failing(result: Result) -> dict[str, str]:
+    """Each row that does not pass, by its label, with what is wrong with it."""
+    return {row.label: row.comparison.problem or row.verdict for row in result.report.rows if not row.passed}
 
 
-def test_the_solutions_calibration_matches_the_reference(data):
-    checks = grade_calibration(STEPS, LAYERS, n_hidden=16, data=data)
-    assert [c.name for c in checks[-2:]] == ["training", "dev loss"]
-    assert failing(checks) == {}
+@pytest.fixture(scope="module")
+def solution() -> Grader:
+    return in_process_grader(ROOT / "solutions")
 
 
-def test_a_calibration_that_stays_in_training_mode_is_caught(data):
-    def calibrate(C, layers, X):
-        STEPS.calibrate(C, layers, X)
-        for layer in layers:
-            if hasattr(layer, "training"):
-                layer.training = True
+@pytest.fixture
+def changed(tmp_path: Path):
+    """``changed(file, (old, new), ...)``: a grader of the solutions with ``old`` replaced by ``new`` in ``file``."""
 
-    wrong = failing(grade_calibration(SimpleNamespace(calibrate=calibrate), LAYERS, n_hidden=16, data=data))
-    assert "training" in wrong
+    def change(file: str, *replacements: tuple[str, str]) -> Grader:
+        for source in (ROOT / "solutions").glob("ex*.py"):
+            shutil.copy(source, tmp_path)
+        path = tmp_path / file
+        text = path.read_text(encoding="utf-8")
+        for old, new in replacements:
+            assert text.count(old) == 1, f"{old!r} is not in {file} exactly once"
+            text = text.replace(old, new)
+        path.write_text(text, encoding="utf-8")
+        return in_process_grader(tmp_path)
+
+    return change
 
 
-def test_untouched_exercise_6_stubs_raise_not_implemented(data):
-    stub = load_module(ROOT / "exercises" / "ex6_training.py")
-    with pytest.raises(NotImplementedError, match="^Exercise 6: train_step"):
-        grade_training_steps(stub, LAYERS, steps=1, n_hidden=16, data=data)
-    with pytest.raises(NotImplementedError, match="^Exercise 6: calibrate"):
-        grade_calibration(stub, LAYERS, n_hidden=16, data=data)
+def test_the_solution_trains_exactly_as_its_autograd_twin(solution):
+    result = grade(solution, "training_steps")
+    rows = result.report.rows
+    first = [(row.label, row.kind) for row in rows[:3]]
+    assert first == [("losses", "metric"), ("C", "value"), ("layers[0].weight", "value")]
+    assert result.report["layers[16].running_var"].kind == "buffer"
+    assert failing(result) == {}
+    assert result.report.title == LAYER_CHECKS["training_steps"].title
+
+
+def test_a_step_that_never_updates_the_embedding_is_caught_at_C(changed):
+    result = grade(changed("ex6_training.py", ("    C -= lr * dC\n", "")), "training_steps")
+    assert failing(result)["C"] == "mismatch"
+
+
+def test_the_solution_reaches_the_loss_target(solution):
+    (row,) = grade(solution, "loss_target").report.rows
+    assert (row.label, row.kind, row.passed) == ("dev loss", "metric", True)
+    assert "reached the target 3.00" in row.note
+
+
+def test_a_step_that_climbs_the_gradient_misses_the_loss_target(changed):
+    grader = changed("ex6_training.py", ("C -= lr * dC", "C += lr * dC"), ("p -= lr * grad", "p += lr * grad"))
+    (row,) = grade(grader, "loss_target").report.rows
+    assert not row.passed
+    assert "missed the target 3.00" in row.note
+
+
+def test_the_solutions_calibration_matches_the_reference(solution):
+    result = grade(solution, "calibration")
+    assert [(row.label, row.kind) for row in result.report.rows[-2:]] == [("training", "flag"), ("dev loss", "metric")]
+    assert result.report["layers[1].running_mean"].kind == "buffer"
+    assert failing(result) == {}
+
+
+def test_a_calibration_that_stays_in_training_mode_is_caught(changed):
+    last = "            layer.training = False\n        x = layer(x)\n"
+    stays = last + "    for layer in layers:\n        layer.training = True\n"
+    result = grade(changed("ex6_training.py", (last, stays)), "calibration")
+    assert failing(result) == {"training": "mismatch"}
+    assert "calibrate must leave every batchnorm in eval mode (training = False); 6 of 6 are not" in (
+        result.report["training"].note
+    )
+
+
+def test_untouched_exercise_6_stubs_are_not_started():
+    grader = in_process_grader(ROOT / "exercises")
+    stubs = {"training_steps": "train_step", "calibration": "calibrate", "loss_target": "train_step"}
+    for check, function in stubs.items():
+        result = grade(grader, check)
+        assert result.status == "not_started", check
+        assert result.outcome.message.startswith(f"Exercise 6: {function}"), check
+        assert {row.verdict for row in result.report.rows} == {NOT_STARTED}
+
+
+def test_exercise_6_runs_on_the_reference_layers_when_exercise_5_is_wrong_and_passes_with_a_right_train_step(
+    changed,
+):
+    # The biased variance in BatchNorm1d.backward: on these layers no train_step could match autograd.
+    grader = changed(
+        "ex5_layers.py", ("n * dxhat - dxhat.sum(0) - n / (n - 1) * self.xhat", "n * dxhat - dxhat.sum(0) - self.xhat")
+    )
+    assert not grade(grader, "batchnorm_training").report.passed
+    for check in ("training_steps", "calibration", "loss_target"):
+        result = grade(grader, check)
+        assert failing(result) == {}, check
+        assert result.report.title == f"{LAYER_CHECKS[check].title} ({REFERENCE_LAYERS_NOTE})"
 
 
 # -- gradcheck-kit train ---------------------------------------------------------
