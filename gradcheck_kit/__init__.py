@@ -12,17 +12,20 @@ from typing import TYPE_CHECKING, Any
 from gradcheck_kit._version import __version__
 
 if TYPE_CHECKING:
+    from gradcheck_kit.backward_check import BackwardReport, check_backward
     from gradcheck_kit.comparison import Comparison, assert_grad_close, cmp, compare
     from gradcheck_kit.recording.recording import Recording
     from gradcheck_kit.recording.tracer import record
     from gradcheck_kit.report import Report, compare_grads
 
 __all__ = [
+    "BackwardReport",
     "Comparison",
     "Recording",
     "Report",
     "__version__",
     "assert_grad_close",
+    "check_backward",
     "cmp",
     "compare",
     "compare_grads",
@@ -30,6 +33,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "BackwardReport": "gradcheck_kit.backward_check",
+    "check_backward": "gradcheck_kit.backward_check",
     "Comparison": "gradcheck_kit.comparison",
     "assert_grad_close": "gradcheck_kit.comparison",
     "cmp": "gradcheck_kit.comparison",

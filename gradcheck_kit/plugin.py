@@ -242,3 +242,37 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for report in tables.reports():
         terminalreporter.write_line(report.to_text(color=markup))
         terminalreporter.write_line("")
+
+
+# check_backward: a kernel's backward held to PyTorch's own error (gradcheck_kit.backward_check).
+BACKWARD_PROPERTY = "gradcheck_backward"
+
+
+@pytest.fixture
+def check_backward(request: pytest.FixtureRequest) -> Any:
+    """``check_backward(forward, backward, inputs, **options)`` on ``--gradcheck-device``'s devices.
+
+    The report is printed at the end of the run; a kernel that fails fails the test.
+    """
+    from gradcheck_kit.backward_check.fixture import BackwardChecker
+
+    return BackwardChecker(request.node, BACKWARD_PROPERTY, collection_position(request.node))
+
+
+@pytest.hookimpl(specname="pytest_terminal_summary")
+def pytest_terminal_summary_backward_checks(terminalreporter: Any, config: pytest.Config) -> None:
+    # Read from the test reports, which pytest-xdist sends to the controller with their properties.
+    recorded = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for key, value in getattr(report, "user_properties", ())
+        if key == BACKWARD_PROPERTY
+    ]
+    if recorded and not config.getoption("gradcheck_no_tables"):
+        from gradcheck_kit.backward_check.fixture import summary
+
+        terminalreporter.write_sep("=", "gradcheck-kit: backward checks")
+        for line in summary(recorded, color=terminalreporter._tw.hasmarkup):
+            terminalreporter.write_line(line)
