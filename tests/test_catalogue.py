@@ -7,11 +7,13 @@ from solutions/. The exercises' own tests grade them in a pytester copy of exerc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gradcheck_kit.course.layers import LAYER_CHECKS
 from gradcheck_kit.makemore.model import GRADED
 
 CATALOGUE = Path(__file__).parent / "catalogue"
@@ -20,10 +22,15 @@ EX1 = "test_ex1_chunked_backward.py::test_gradient"
 EX2 = "test_ex2_cross_entropy.py"
 EX3 = "test_ex3_batchnorm.py"
 EX4 = "test_ex4_embedding.py"
+EX5 = "test_ex5_layers.py"
+EX6 = "test_ex6_training.py"
 NOTEBOOK = "::test_notebook_shapes"
 
 EX1_TABLE = "exercise 1: chunked backward [cpu]"
 BOTH_SHAPES = {"test_notebook_shapes[cpu]": "passed", "test_other_shapes[cpu]": "passed"}
+EX5_PASSED = {f"test_layers[{key}]": "passed" for key, check in LAYER_CHECKS.items() if check.exercise == "ex5"}
+EX6_PASSED = {f"test_training[{key}]": "passed" for key, check in LAYER_CHECKS.items() if check.exercise == "ex6"}
+ON_REFERENCE_LAYERS = "exercise 6: training: * (graded on the reference layers: your exercise 5 layers do not pass yet*"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,12 @@ RUNS = (
     Run(("ex1_dnorm_logits_divides_by_zero",), (EX1,)),
     Run(("ex1_half_written",), ("test_ex1_chunked_backward.py",)),
     Run(("ex4_returns_on_cpu",), (EX4 + NOTEBOOK,), ("--gradcheck-device", "cuda")),
+    # Exercises 5 and 6: exercise 6 runs on the reference layers while exercise 5 fails.
+    Run(("ex5_batchnorm_eval_backward_hangs",), (EX5, EX6), ("--gradcheck-timeout", "3")),
+    Run(("ex5_linear_backward_exits",), (EX5, EX6)),
+    Run(("ex5_tanh_forward_uses_autograd", "ex6_never_updates_C"), (EX5, EX6)),
+    Run(("ex5_patches_the_grader",), (EX5, EX6)),
+    Run(("ex5_params_in_a_list", "ex6_calibrate_stays_in_training"), (EX5, EX6)),
 )
 
 
@@ -263,11 +276,11 @@ def test_cross_entropy_with_the_sign_flipped_says_so(graded):
     )
 
 
-
 def test_a_wrong_formula_costs_the_notebook_test_only_and_other_shapes_check_what_it_returns(graded):
     run = graded("ex2_sign_flipped")
     assert run.outcomes("ex2")["test_other_shapes[cpu]"] == "passed"
     run.result.stdout.fnmatch_lines(["*logits*ok*values not compared: they are wrong at the notebook's shapes*"])
+
 
 def test_batchnorm_with_the_biased_variance_gets_the_biased_variance_hint(graded):
     run = graded("ex3_biased_variance")
@@ -420,3 +433,96 @@ def test_the_embedding_as_index_add_passes(graded):
 
 def test_the_embedding_as_a_one_hot_matmul_passes(graded):
     assert graded("ex4_one_hot_matmul").outcomes("ex4") == BOTH_SHAPES
+
+
+# ----------------------------------------------------------------------------
+# Exercises 5 and 6: a failure stays in its check, and exercise 6 is graded on
+# the reference layers while exercise 5 fails, so one mistake costs points once.
+
+
+def test_a_batchnorm_backward_that_hangs_in_eval_mode_fails_that_check_alone_with_the_time_limit(graded):
+    run = graded("ex5_batchnorm_eval_backward_hangs")
+    assert run.failing("ex5") == {"test_layers[batchnorm_eval]": "failed"}
+    run.failure("ex5", "test_layers[batchnorm_eval]").fnmatch_lines(
+        ["*batchnorm_eval: ERROR: the call did not finish within 3 s and was stopped; an infinite loop*"]
+    )
+    assert run.outcomes("ex6") == EX6_PASSED
+    run.result.stdout.fnmatch_lines([ON_REFERENCE_LAYERS])
+
+
+def test_os_exit_in_linear_backward_fails_the_linear_checks_and_the_deep_mlp_only(graded):
+    run = graded("ex5_linear_backward_exits")
+    assert run.failing("ex5") == {
+        "test_layers[linear]": "failed",
+        "test_layers[linear_without_bias]": "failed",
+        "test_layers[deep_mlp]": "failed",
+    }
+    for test in ("test_layers[linear]", "test_layers[deep_mlp]"):
+        run.failure("ex5", test).fnmatch_lines(["*: ERROR: the worker process exited with code 0 during the call*"])
+    assert run.outcomes("ex6") == EX6_PASSED
+    run.result.stdout.fnmatch_lines([ON_REFERENCE_LAYERS])
+
+
+def test_autograd_in_the_tanh_forward_pass_is_refused_at_the_students_line(graded):
+    run = graded("ex5_tanh_forward_uses_autograd")
+    line = line_of("ex5_tanh_forward_uses_autograd", "ex5_layers.py", "torch.autograd.grad(")
+    assert run.failing("ex5") == {"test_layers[tanh]": "failed", "test_layers[deep_mlp]": "failed"}
+    for test, check in (("test_layers[tanh]", "tanh"), ("test_layers[deep_mlp]", "deep_mlp")):
+        run.failure("ex5", test).fnmatch_lines(
+            [
+                f"*{check}: ERROR: AutogradForbidden: manual backward must not use autograd: torch.autograd.grad()*"
+                f"at ex5_layers.py:{line}: (self.local,) = torch.autograd.grad(out.sum(), x)"
+            ]
+        )
+
+
+def test_a_train_step_that_never_updates_C_fails_the_training_steps_at_C(graded):
+    run = graded("ex6_never_updates_C")
+    assert run.failing("ex6") == {"test_training[training_steps]": "failed"}
+    run.failure("ex6", "test_training[training_steps]").fnmatch_lines(["  C: WRONG: *"])
+
+
+def test_a_file_that_patches_the_grading_code_gains_nothing(graded):
+    run = graded("ex5_patches_the_grader")
+    assert run.failing("ex5") == {test: "failed" for test in EX5_PASSED}
+    # Either the sandbox refuses the import of the grader's modules, or the patches run in the
+    # worker while the grading runs in the grader's process, where the zeros are wrong.
+    lines = run.failure("ex5", "test_layers[linear]").lines
+    refused = "*linear: ERROR: *may not import gradcheck_kit.comparison*"
+    assert any(fnmatch(line, refused) for line in lines) or any(fnmatch(line, "  out: WRONG: *") for line in lines)
+    run.result.stdout.fnmatch_lines(["exercise 5: layers * 0 / 9 *0 of 6 tests passed"])
+    assert run.outcomes("ex6") == EX6_PASSED
+
+
+def test_layers_that_keep_their_parameters_in_a_list_pass_and_train_in_exercise_6(graded):
+    run = graded("ex5_params_in_a_list")
+    assert run.outcomes("ex5") == EX5_PASSED
+    outcomes = run.outcomes("ex6")
+    assert (outcomes["test_training[training_steps]"], outcomes["test_training[loss_target]"]) == ("passed", "passed")
+    # Exercise 5 passes, so exercise 6 trains these layers themselves.
+    assert "graded on the reference layers" not in run.result.stdout.str()
+
+
+def test_a_calibration_that_stays_in_training_mode_fails_on_the_training_flag(graded):
+    run = graded("ex6_calibrate_stays_in_training")
+    assert run.failing("ex6") == {"test_training[calibration]": "failed"}
+    run.failure("ex6", "test_training[calibration]").fnmatch_lines(
+        ["  training: WRONG: calibrate must leave every batchnorm in eval mode (training = False); 6 of 6 are not"]
+    )
+
+
+# ----------------------------------------------------------------------------
+# Order: exercise 6 asks whether exercise 5 passes, whichever of them runs first.
+
+
+# pytest-randomly 5 runs exercise 5's tests first with seed 1, and exercise 6's with seed 3.
+@pytest.mark.parametrize("seed, first", [(1, "test_ex5_layers.py"), (3, "test_ex6_training.py")])
+def test_the_solutions_earn_full_marks_for_exercises_5_and_6_in_a_random_order(grade_exercises, seed, first):
+    pytest.importorskip("pytest_randomly", reason="pytest-randomly is not installed; it is not a dependency")
+    run = grade_exercises(tests=(EX5, EX6), options=("-p", "randomly", f"--randomly-seed={seed}"))
+    run.result.stdout.fnmatch_lines([f"Using --randomly-seed={seed}"])
+    ran = [line for line in run.result.outlines if line.startswith("test_ex") and " PASSED" in line]
+    assert ran and ran[0].startswith(first), ran
+    assert run.outcomes("ex5") == EX5_PASSED
+    assert run.outcomes("ex6") == EX6_PASSED
+    run.result.stdout.fnmatch_lines(["exercise 5: layers * 9 / 9 *", "exercise 6: training * 6 / 6 *"])
