@@ -94,9 +94,11 @@ class Grading:
     def verdicts(self, title: str) -> dict[str, str]:
         """The verdict of each row of the per-tensor table ``title`` in the terminal summary."""
         rows: dict[str, str] = {}
-        inside = False
+        summary = inside = False
         for line in self.result.outlines:
-            if line == title:
+            # The failures' own report sections repeat a table's title: read the run's summary only.
+            summary = summary or "gradcheck-kit: per-tensor tables" in line
+            if summary and line == title:
                 inside = True
             elif inside and not line.strip():
                 break

@@ -279,7 +279,6 @@ def test_cross_entropy_with_the_sign_flipped_says_so(graded):
 def test_a_wrong_formula_costs_the_notebook_test_only_and_other_shapes_check_what_it_returns(graded):
     run = graded("ex2_sign_flipped")
     assert run.outcomes("ex2")["test_other_shapes[cpu]"] == "passed"
-    run.result.stdout.fnmatch_lines(["*logits*ok*values not compared: they are wrong at the notebook's shapes*"])
 
 
 def test_batchnorm_with_the_biased_variance_gets_the_biased_variance_hint(graded):

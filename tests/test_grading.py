@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradcheck_kit.grading.mistakes import factor_name, fit_factor
-from gradcheck_kit.grading.steps import grade_steps
+from gradcheck_kit.grading.steps import grade_gradient, grade_steps
 from gradcheck_kit.grading.tolerances import grading_tolerances
 from gradcheck_kit.makemore.model import GRADED, Config, build
 from gradcheck_kit.report import EXACT, INHERITED, NOT_STARTED, OK, WRONG
@@ -167,3 +167,17 @@ def test_at_a_batch_of_two_rounding_noise_is_judged_against_the_terms_that_cance
     grads = SOLUTION.chunked_backward(fwd.student_view())
     grads["b1"] = torch.zeros_like(fwd.b1)
     assert all(row.passed for row in grade(fwd, grads).values())
+
+
+def test_at_other_shapes_a_formula_wrong_here_is_held_to_its_shape_and_not_its_values():
+    from gradcheck_kit.course.shapes import held_to
+    from gradcheck_kit.report import Report
+
+    wrong_here = Report("ex2", (grade_gradient("logits", torch.ones(2, 3), torch.zeros(2, 3)),))
+    wrong_there = Report("ex2", (grade_gradient("logits", torch.ones(2, 3), torch.zeros(2, 3)),))
+    misshapen = Report("ex2", (grade_gradient("logits", torch.ones(3, 2), torch.zeros(2, 3)),))
+    assert held_to(wrong_here, wrong_there).passed
+    assert "values not compared" in held_to(wrong_here, wrong_there).rows[0].note
+    assert not held_to(wrong_here, misshapen).passed
+    right_here = Report("ex2", (grade_gradient("logits", torch.zeros(2, 3), torch.zeros(2, 3)),))
+    assert not held_to(right_here, wrong_there).passed
