@@ -1,57 +1,112 @@
-"""The shipped exercises: every untouched stub is "not started", every reference solution passes."""
+"""The shipped exercises graded end to end: every untouched stub is "not started", every reference solution passes,
+and a run of some of the tests, or in another order, scores each test as a run of every test does."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def grade(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pytest", "exercises", "-p", "no:cacheprovider", "-v", *args]
+@dataclass(frozen=True)
+class Graded:
+    """One run of ``pytest exercises/``: what it printed, and the results.json it wrote."""
+
+    run: subprocess.CompletedProcess[str]
+    results: dict[str, Any]
+
+    @property
+    def stdout(self) -> str:
+        return self.run.stdout
+
+    def test_lines(self) -> list[str]:
+        """The node ids of the -v lines, in the order the tests ran."""
+        return re.findall(r"^(\S+::\S+) (?:PASSED|FAILED|ERROR|SKIPPED|NOT STARTED)", self.stdout, re.M)
+
+    def graded(self) -> list[tuple[str, str, float, float, str]]:
+        """Each graded test of results.json as (number, name, score, max_score, status)."""
+        return [(t["number"], t["name"], t["score"], t["max_score"], t["status"]) for t in self.results["tests"]]
+
+
+def pytest_exercises(*args: str, tests: str = "exercises") -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pytest", tests, "-p", "no:cacheprovider", "-v", *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def stubs() -> subprocess.CompletedProcess[str]:
-    return grade()
+def grade(folder: Path, *args: str, tests: str = "exercises") -> Graded:
+    """Grade ``tests`` with pytest's ``args``, writing results.json into ``folder``."""
+    results = folder / "results.json"
+    run = pytest_exercises(*args, f"--gradcheck-gradescope={results}", tests=tests)
+    assert results.is_file(), run.stdout[-3000:] + run.stderr[-3000:]
+    return Graded(run, json.loads(results.read_text(encoding="utf-8")))
 
 
 @pytest.fixture(scope="module")
-def solutions() -> subprocess.CompletedProcess[str]:
-    return grade("--impl=solutions")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> Graded:
+    return grade(tmp_path_factory.mktemp("stubs"), "-p", "no:randomly")
 
 
-def outcomes(run: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    """Test id -> outcome word, from the -v lines."""
-    found = re.findall(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|NOT STARTED)", run.stdout, re.M)
-    return dict(found)
+@pytest.fixture(scope="module")
+def solutions(tmp_path_factory: pytest.TempPathFactory) -> Graded:
+    return grade(tmp_path_factory.mktemp("solutions"), "-p", "no:randomly", "--gradcheck-impl=solutions")
 
 
 def test_untouched_stubs_are_not_started_and_fail_the_run(stubs):
-    results = outcomes(stubs)
-    graded = {nodeid: word for nodeid, word in results.items() if "test_ex" in nodeid and "[cuda" not in nodeid}
-    graded = {nodeid: word for nodeid, word in graded.items() if "ex7" not in nodeid}
+    graded = [t for t in stubs.results["tests"] if t["tags"] != ["ex7"]]  # exercise 7 needs CUDA and Triton
     assert graded, stubs.stdout[-3000:]
-    assert set(graded.values()) == {"NOT STARTED"}, graded
-    assert stubs.returncode == 1
-    assert "Score: 0 / 100" in stubs.stdout
+    assert {(t["status"], t["score"], t["extra_data"]["verdict"]) for t in graded} == {("failed", 0.0, "not started")}
+    assert (stubs.results["score"], stubs.results["extra_data"]["total"]) == (0.0, 100.0)
+    assert stubs.run.returncode == 1
+    assert "Score: 0 / 100 (13 points in tests hidden from students until after the due date)" in stubs.stdout
     assert "other shapes: NOT STARTED: dlogits: Exercise 2: write dlogits" in stubs.stdout
     assert "faster than your chunked one" not in stubs.stdout
 
 
-def test_the_reference_solutions_pass_every_test_and_earn_the_speed_line(solutions):
-    results = outcomes(solutions)
-    assert results, solutions.stdout[-3000:]
-    assert "FAILED" not in results.values() and "NOT STARTED" not in results.values(), solutions.stdout[-3000:]
-    assert solutions.returncode == 0
-    assert "Score: 100 / 100" in solutions.stdout
+def test_the_reference_solutions_earn_every_point_and_the_speed_line(solutions):
+    tests = solutions.results["tests"]
+    assert tests, solutions.stdout[-3000:]
+    # Exercise 7 is worth nothing where it cannot run (no CUDA, no Triton), and everything where it can.
+    assert [t["name"] for t in tests if t["score"] != t["max_score"]] == [], solutions.stdout[-3000:]
+    assert sum(t["max_score"] for t in tests) == solutions.results["extra_data"]["total"] == 100
+    assert solutions.results["score"] == 100 and solutions.results["extra_data"]["complete"] is True
+    assert solutions.run.returncode == 0
     assert re.search(r"your fused backward \(exercises 2-4\): [\d.]+x faster than your chunked one", solutions.stdout)
+
+
+def test_a_selection_by_keyword_is_scored_as_the_selected_tests_out_of_their_own_points(tmp_path):
+    ex2 = grade(tmp_path, "-p", "no:randomly", "-k", "ex2")
+    assert (
+        "Score of the 2 selected tests: 0 / 8 (the full run is out of 100; "
+        "2 points in tests hidden from students until after the due date)"
+    ) in ex2.stdout.splitlines()
+    assert ex2.results["extra_data"]["selection"] == {"tests": 2, "full_total": 100.0}
+
+
+def test_one_gradient_run_by_its_node_id_is_worth_its_two_points(tmp_path):
+    one = grade(
+        tmp_path, "-p", "no:randomly", tests="exercises/test_ex1_chunked_backward.py::test_gradient[cpu-logprobs]"
+    )
+    lines = one.stdout.splitlines()
+    assert "Score of the 1 selected test: 0 / 2 (the full run is out of 100)" in lines, one.stdout[-3000:]
+    assert any(line.endswith("0 of 1 selected tests passed (the full exercise is out of 59)") for line in lines)
+
+
+def test_a_shuffled_run_gives_the_same_results_as_one_in_the_files_order(stubs, tmp_path):
+    pytest.importorskip("pytest_randomly", reason="pytest-randomly is not installed (pip install pytest-randomly)")
+    shuffled = grade(tmp_path, "-p", "randomly", "--randomly-seed=20240229")
+    assert shuffled.test_lines() != stubs.test_lines()  # it did run in another order
+    assert sorted(shuffled.test_lines()) == sorted(stubs.test_lines())
+    assert shuffled.graded() == stubs.graded()
+    score = [line for line in stubs.stdout.splitlines() if line.startswith("Score")]
+    assert score and score == [line for line in shuffled.stdout.splitlines() if line.startswith("Score")]
 
 
 def test_every_exercise_file_has_its_solution_with_the_same_names():
@@ -65,8 +120,10 @@ def test_every_exercise_file_has_its_solution_with_the_same_names():
 @pytest.fixture(scope="module")
 def benchmarks_only() -> subprocess.CompletedProcess[str]:
     # Exercise 4's grading tests (skipped) and the embedding benchmarks at the notebook's size.
-    return grade("--impl=solutions", "--benchmark-only", "--benchmark-max-time=0.001", "--benchmark-min-rounds=1",
-                 "-k", "test_ex4 or cpu-embedding-block3-d10-n32-v27")  # fmt: skip
+    return pytest_exercises(
+        "--gradcheck-impl=solutions", "--benchmark-only", "--benchmark-max-time=0.001", "--benchmark-min-rounds=1",
+        "-k", "test_ex4 or cpu-embedding-block3-d10-n32-v27",
+    )  # fmt: skip
 
 
 def test_benchmark_only_gives_no_score_instead_of_zero(benchmarks_only):
@@ -102,7 +159,7 @@ def table_rows(text: str) -> list[dict[str, str]]:
 
 
 def test_benchmark_only_refuses_to_write_a_gradescope_file(tmp_path):
-    run = grade("--benchmark-only", f"--gradescope={tmp_path / 'results.json'}")
+    run = pytest_exercises("--benchmark-only", f"--gradcheck-gradescope={tmp_path / 'results.json'}")
     assert run.returncode == 4
-    assert "--gradescope with --benchmark-only" in run.stderr
+    assert "--gradcheck-gradescope with --benchmark-only" in run.stderr
     assert not (tmp_path / "results.json").exists()

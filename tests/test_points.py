@@ -9,7 +9,7 @@ import pytest
 # Loaded before pytester's in-process run, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
-from gradcheck_kit.autograder.points import CollectedTest, Scheme, SchemeError
+from gradcheck_kit.autograder.points import CollectedTest, Plan, Scheme, SchemeError
 from gradcheck_kit.verdicts import TEST_PROPERTY
 
 EXERCISES = Path(__file__).resolve().parent.parent / "exercises"
@@ -108,6 +108,22 @@ def test_deselected_tests_take_their_points_out_of_the_total_without_inflating_t
     selected = plan.restricted(["test_ex1.py::test_gradient[cpu-h]", "test_ex1.py::test_gradient[cpu-probs]"])
     assert selected.total == 4.0
     assert [s.max_score for s in selected.shares.values()] == [2.0, 2.0]
+    assert selected.selection and not plan.selection
+    assert (selected.course_total, selected.left_out) == (10.0, {"ex1": 3})
+
+
+def test_an_exercise_whose_file_was_not_collected_keeps_its_points_in_the_full_runs_total():
+    scheme = Scheme.from_dict({"total": 100, "ex1": {"points": 10}, "ex2": {"points": 8}, "ex3": {}})
+    plan = scheme.plan(gradient_tests(), TITLES)
+    assert plan.total == 10.0 and plan.selection
+    assert plan.course == {"ex1": 10.0, "ex2": 8.0, "ex3": 82.0}
+    assert plan.uncollected == ("ex2", "ex3")
+    # Travelling on the reports, as it does to the pytest-xdist controller.
+    assert Plan.from_summary(plan.summary()) == Plan({}, plan.exercises, {"ex1": TITLES["ex1"]}, **_rest(plan))
+
+
+def _rest(plan: Plan) -> dict:
+    return {"course": plan.course, "left_out": plan.left_out, "uncollected": plan.uncollected}
 
 
 def test_names_and_numbers_are_the_same_for_every_submission():

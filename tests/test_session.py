@@ -89,6 +89,92 @@ def test_the_score_line_follows_the_tables(course: pytest.Pytester):
     assert result.ret == 1
 
 
+def test_a_selection_by_keyword_is_scored_against_its_own_total_and_says_so(course: pytest.Pytester):
+    result = course.runpytest("-p", "no:cacheprovider", "-k", "logprobs or probs", "--gradcheck-gradescope=r.json")
+    result.stdout.fnmatch_lines(
+        [
+            "exercise 1: chunked backward * 2 / 4   1 of 2 selected tests passed (the full exercise is out of 10)",
+            "Score of the 2 selected tests: 2 / 4 (the full run is out of 15)",
+        ]
+    )
+    data = results_of(course, "r.json")
+    assert (data["score"], data["extra_data"]["total"]) == (2.0, 4.0)
+    assert data["extra_data"]["selection"] == {"tests": 2, "full_total": 15.0}
+    assert "**Only some tests were graded:**" in data["output"]
+    # Each test keeps its number and its share of a run of every test.
+    assert [(t["number"], t["max_score"]) for t in data["tests"]] == [("1.1", 2.0), ("1.2", 2.0)]
+
+
+def test_a_test_run_by_its_node_id_is_worth_its_share_not_its_functions_points(course: pytest.Pytester):
+    result = course.runpytest("-p", "no:cacheprovider", "test_ex1.py::test_gradient[cpu-probs]")
+    result.stdout.fnmatch_lines(
+        [
+            "exercise 1: chunked backward * 0 / 2   0 of 1 selected tests passed (the full exercise is out of 10)",
+            "Score of the 1 selected test: 0 / 2 (the full run is out of 15)",
+        ]
+    )
+
+
+def test_a_file_run_alone_is_scored_against_its_exercises_points(course: pytest.Pytester):
+    result = course.runpytest("-p", "no:cacheprovider", "test_ex2.py")
+    result.stdout.fnmatch_lines(
+        [
+            "exercise 2: cross-entropy backward * 5 / 5   1 of 1 tests passed",
+            "Score of the 1 selected test: 5 / 5 (*15)",
+        ]
+    )
+
+
+def test_rerunning_the_last_failures_scores_each_at_its_share(course: pytest.Pytester):
+    course.runpytest()  # with the cache, which remembers what failed
+    result = course.runpytest("--lf")
+    result.stdout.fnmatch_lines(
+        [
+            "exercise 1: chunked backward * 0 / 6   0 of 3 selected tests passed (the full exercise is out of 10)",
+            "Score of the 3 selected tests: 0 / 6 (the full run is out of 15; 2 points in tests hidden from *)",
+        ]
+    )
+    result.stdout.no_fnmatch_line("exercise 2*")
+
+
+# Run with -p, it runs the tests last to first, reordering them where pytest-randomly does.
+REVERSED = """
+import pytest
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection_modifyitems(items):
+    items.reverse()
+    return (yield)
+"""
+
+
+def test_the_score_and_results_json_do_not_depend_on_the_order_tests_run_in(course: pytest.Pytester):
+    course.makepyfile(reverse_order=REVERSED)
+    course.syspathinsert()
+    ran = course.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", "-v", "--gradcheck-gradescope=file.json")
+    backwards = course.runpytest(
+        "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "reverse_order", "-v", "--gradcheck-gradescope=back.json"
+    )
+    assert _test_lines(backwards.outlines) == _test_lines(ran.outlines)[::-1]  # the order did change
+    assert _summary(backwards.outlines) == _summary(ran.outlines)
+    assert _comparable(results_of(course, "back.json")) == _comparable(results_of(course, "file.json"))
+
+
+def _test_lines(lines: list[str]) -> list[str]:
+    return [line.split(" ")[0] for line in lines if "::test_" in line and line.startswith("test_")]
+
+
+def _summary(lines: list[str]) -> list[str]:
+    """gradcheck-kit's part of the terminal summary: the tables and the score, up to pytest's own."""
+    start = next(i for i, line in enumerate(lines) if "gradcheck-kit: per-tensor tables" in line)
+    end = next(i for i, line in enumerate(lines) if "short test summary info" in line)
+    return lines[start:end]
+
+
+def _comparable(data: dict) -> list[dict]:
+    return [{**t, "extra_data": {**t["extra_data"], "duration": None}} for t in data["tests"]]
+
+
 def test_an_exercise_skipped_whole_says_why_once(course: pytest.Pytester):
     course.makefile(".toml", points=POINTS + "[ex3]\npoints = 0\n")
     course.makepyfile(
@@ -137,7 +223,8 @@ def test_results_json_is_written_with_the_reason_when_the_run_is_interrupted(cou
             "def test_other_shapes(device):", "def test_other_shapes(device):\n    raise KeyboardInterrupt"
         )
     )
-    course.inline_run("-p", "no:cacheprovider", "--gradescope=results.json", no_reraise_ctrlc=True)
+    # In the file's order (pytest-randomly, where installed, would choose which tests run before the stop).
+    course.inline_run("-p", "no:cacheprovider", "-p", "no:randomly", "--gradescope=results.json", no_reraise_ctrlc=True)
     data = results_of(course)
     assert validate(data) == []
     assert data["extra_data"]["complete"] is False
@@ -193,10 +280,7 @@ def test_grading_under_xdist_gives_the_same_results_and_tables(course: pytest.Py
     serial = course.runpytest("-p", "no:cacheprovider", "--gradescope=serial.json")
     parallel = course.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--gradescope=parallel.json")
 
-    def comparable(data: dict) -> list[dict]:
-        return [{**t, "extra_data": {**t["extra_data"], "duration": None}} for t in data["tests"]]
-
-    assert comparable(results_of(course, "parallel.json")) == comparable(results_of(course, "serial.json"))
+    assert _comparable(results_of(course, "parallel.json")) == _comparable(results_of(course, "serial.json"))
 
     def summary(lines: list[str]) -> list[str]:
         start = next(i for i, line in enumerate(lines) if "gradcheck-kit: per-tensor tables" in line)

@@ -78,6 +78,10 @@ def to_gradescope(
             "complete": complete,
             "reason": reason,
             "total": results.total,
+            # None for a run of every test; else how many were selected, and the total of a full run.
+            "selection": {"tests": len(results.tests), "full_total": results.course_total}
+            if results.selection
+            else None,
             "hidden_points": results.hidden_points(),
             "problems": [strip_ansi(p) for p in results.problems],
             **(extra or {}),
@@ -143,6 +147,12 @@ def _overview(results: Results, complete: bool, reason: str, notes: Sequence[str
     parts = []
     if not complete:
         parts.append(f"**Grading did not finish:** {_md(strip_ansi(reason))}. Tests that did not run earn no points.")
+    if results.selection:
+        parts.append(
+            f"**Only some tests were graded:** these figures are of the {len(results.tests)} tests selected, "
+            f"out of {format_points(results.total)} points; a run of every test is out of "
+            f"{format_points(results.course_total)}."
+        )
     hidden = results.hidden_points()
     if hidden:
         shown = sum(t.share.max_score for t in visible)

@@ -26,8 +26,10 @@ The rules, applied by :meth:`Scheme.plan` to the tests a run collects:
   devices it runs on. A device skipped before the test starts (no CUDA) takes no
   share, so the total is the same on a machine with or without a GPU; a mistake
   that shows only on CUDA costs points only where CUDA ran.
-- A deselected test keeps its points out of the run's total (shares are computed
-  over every collected test, so ``-k`` does not inflate the rest).
+- A test left out of the run (``-k``, ``-m``, a node id, ``--lf``, a file not
+  named) keeps its points out of the run's total and does not inflate the rest:
+  shares are computed over every test collected, before any selection, and an
+  exercise of points.toml whose file was not collected still takes its points.
 - Visibility, one of Gradescope's ``hidden``, ``after_due_date``,
   ``after_published`` and ``visible``: the test's points.toml entry, else its
   marker, else the exercise's points.toml entry, else the module's marker, else
@@ -134,46 +136,79 @@ class Share:
 
 @dataclass(frozen=True)
 class Plan:
-    """The shares of a run's graded tests, and the points of each exercise.
+    """The shares of a run's graded tests, the points of each exercise, and those of a run of every test.
+
+    A run that selects some of the tests (``-k``, ``-m``, node ids, ``--lf``, some of
+    the test files) keeps each test's share as it is in a run of every test: only the
+    total changes, to the points of the tests selected.
 
     Args:
-        shares: the share of each graded test that runs, by node id, in collection order.
-        exercises: each exercise's points in this run.
+        shares: the share of each graded test that runs, by node id, in the course's order.
+        exercises: each exercise's points in this run: those of its tests that run.
         titles: each exercise's title.
+        course: each exercise's points in a run of every test of the course.
+        left_out: per exercise, how many of its collected graded tests this run leaves out.
+        uncollected: the exercises of points.toml none of whose tests were collected.
     """
 
     shares: Mapping[str, Share] = field(default_factory=dict)
     exercises: Mapping[str, float] = field(default_factory=dict)
     titles: Mapping[str, str] = field(default_factory=dict)
+    course: Mapping[str, float] = field(default_factory=dict)
+    left_out: Mapping[str, int] = field(default_factory=dict)
+    uncollected: tuple[str, ...] = ()
 
     @property
     def total(self) -> float:
         return sum(self.exercises.values())
 
+    @property
+    def course_total(self) -> float:
+        """The points of a run of every test of the course."""
+        return sum(self.course.values()) if self.course else self.total
+
+    @property
+    def selection(self) -> bool:
+        """Whether this run grades only some of the course's tests."""
+        return any(self.left_out.values()) or bool(self.uncollected)
+
     def title(self, exercise: str) -> str:
         return self.titles.get(exercise, exercise)
 
     def restricted(self, nodeids: Iterable[str]) -> Plan:
-        """The plan of the selected tests only; the others' points leave the total."""
+        """The plan of the selected tests only; the others' points leave the total, not the course's."""
         keep = set(nodeids)
         shares = {k: s for k, s in self.shares.items() if k in keep}
         points: dict[str, float] = {}
         for share in shares.values():
             points[share.exercise] = points.get(share.exercise, 0.0) + share.max_score
-        return Plan(shares, {k: _tidy(v) for k, v in points.items()}, self.titles)
+        left_out = dict(self.left_out)
+        for nodeid, share in self.shares.items():
+            if nodeid not in keep:
+                left_out[share.exercise] = left_out.get(share.exercise, 0) + 1
+        tidy = {k: _tidy(v) for k, v in points.items()}
+        return Plan(shares, tidy, self.titles, self.course, left_out, self.uncollected)
 
     def summary(self) -> dict[str, Any]:
         """The plan without its shares: small enough to travel on every test report."""
         return {
             "total": _tidy(self.total),
             "exercises": {k: {"title": self.title(k), "points": v} for k, v in self.exercises.items()},
+            "course": dict(self.course),
+            "left_out": dict(self.left_out),
+            "uncollected": list(self.uncollected),
         }
 
     @classmethod
     def from_summary(cls, data: Mapping[str, Any]) -> Plan:
         exercises = data.get("exercises", {})
         return cls(
-            {}, {k: float(v["points"]) for k, v in exercises.items()}, {k: v["title"] for k, v in exercises.items()}
+            {},
+            {k: float(v["points"]) for k, v in exercises.items()},
+            {k: v["title"] for k, v in exercises.items()},
+            {k: float(v) for k, v in data.get("course", {}).items()},
+            {k: int(v) for k, v in data.get("left_out", {}).items()},
+            tuple(data.get("uncollected", ())),
         )
 
 
@@ -237,9 +272,13 @@ class Scheme:
         return self.timeout if self.timeout is not None else fallback
 
     def plan(self, tests: Sequence[CollectedTest], titles: Mapping[str, str] | None = None) -> Plan:
-        """Share the points among ``tests``, every collected test, in collection order.
+        """Share the points among ``tests``, every test collected, in the course's order.
 
-        Tests with no ``gradcheck`` marker naming an exercise are not graded.
+        ``tests`` are all the tests the run collected, also those a selection leaves
+        out (:meth:`Plan.restricted` takes them out after): a test's share must not
+        depend on which others run. The exercises of points.toml none of whose tests
+        were collected still count as they would in a run of every test. Tests with no
+        ``gradcheck`` marker naming an exercise are not graded.
 
         Raises:
             SchemeError: when points cannot be shared as set (more given out than there is,
@@ -252,8 +291,10 @@ class Scheme:
             if exercise is not None:
                 by_exercise.setdefault(str(exercise), []).append(test)
 
+        uncollected = tuple(ex for ex in self.exercises if ex not in by_exercise)
         functions = {ex: self._function_points(ex, ts) for ex, ts in by_exercise.items()}
-        points = self._exercise_points(by_exercise, functions)
+        functions.update({ex: self._listed_points(ex) for ex in uncollected})
+        points = self._exercise_points({**by_exercise, **{ex: [] for ex in uncollected}}, functions)
         shares: dict[str, Share] = {}
         titles = dict(titles or {})
         for index, (exercise, ts) in enumerate(by_exercise.items(), start=1):
@@ -271,7 +312,7 @@ class Scheme:
                     visibility=self._visibility(exercise, test),
                     description=test.description,
                 )
-        return Plan(shares, {}, titles).restricted(shares)
+        return Plan(shares, {}, titles, {k: _tidy(v) for k, v in points.items()}, {}, uncollected).restricted(shares)
 
     # -- points ----------------------------------------------------------------
 
@@ -285,14 +326,19 @@ class Scheme:
             found[test.function] = configured if configured is not None else _first(test.test_marks, "points")
         return found
 
+    def _listed_points(self, exercise: str) -> dict[str, float | None]:
+        """The points of an exercise's tests as points.toml lists them: all there is of one not collected."""
+        return {name: rule.points for name, rule in self.exercises[exercise].tests.items()}
+
     def _exercise_points(
         self, by_exercise: Mapping[str, Sequence[CollectedTest]], functions: Mapping[str, Mapping[str, float | None]]
     ) -> dict[str, float]:
         explicit: dict[str, float | None] = {}
         for exercise, tests in by_exercise.items():
             rule = self.exercises.get(exercise, ExerciseRule())
-            value = rule.points if rule.points is not None else _first(tests[0].module_marks, "points")
-            if value is None and all(v is not None for v in functions[exercise].values()):
+            marked = _first(tests[0].module_marks, "points") if tests else None
+            value = rule.points if rule.points is not None else marked
+            if value is None and functions[exercise] and all(v is not None for v in functions[exercise].values()):
                 value = sum(v for v in functions[exercise].values() if v is not None)
             explicit[exercise] = None if value is None else float(value)
         total = DEFAULT_TOTAL if self.total is None else self.total
@@ -304,7 +350,7 @@ class Scheme:
                 f"{self.source}: the exercises given points add up to {_fmt(given)}, more than the total "
                 f"{_fmt(total)}, and nothing is left for {', '.join(open_)}"
             )
-        every_listed = all(ex in by_exercise for ex in self.exercises) and self.exercises
+        every_listed = all(by_exercise.get(ex) for ex in self.exercises) and self.exercises
         if not open_ and self.total is not None and every_listed and abs(left) > _EPS:
             raise SchemeError(
                 f"{self.source}: the exercises' points add up to {_fmt(given)}, not total = {_fmt(total)}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gradcheck_kit.autograder.points import VISIBILITIES, Plan, Share
@@ -69,12 +69,21 @@ class TestRun:
 
 @dataclass(frozen=True)
 class ExerciseScore:
-    """One exercise's graded tests in a run, and the points they are worth together."""
+    """One exercise's graded tests in a run, and the points they are worth together.
+
+    Args:
+        key: the exercise's key (``"ex1"``).
+        title: its title.
+        points: what its tests in this run are worth.
+        tests: those tests, in the plan's order.
+        course_points: what it is worth in a run of every test; None when this run has every test of it.
+    """
 
     key: str
     title: str
     points: float
     tests: tuple[TestRun, ...]
+    course_points: float | None = None
 
     @property
     def score(self) -> float:
@@ -136,8 +145,7 @@ class Results:
             run = self.tests[nodeid] = TestRun(Share.from_dict(share_data))
         plan_data = next((v for k, v in properties if k == PLAN_PROPERTY), None)
         if plan_data is not None and not self.plan.exercises:
-            summary = Plan.from_summary(plan_data)
-            self.plan = Plan(self.plan.shares, summary.exercises, summary.titles)
+            self.plan = replace(Plan.from_summary(plan_data), shares=self.plan.shares)
         run.duration += duration
         if when == "call":
             rows = [row for key, row in properties if key == ROW_PROPERTY]
@@ -171,7 +179,9 @@ class Results:
         for key in dict.fromkeys(keys):
             mine = tuple(t for t in tests if t.share.exercise == key)
             points = self.plan.exercises.get(key, sum(t.share.max_score for t in mine))
-            out.append(ExerciseScore(key, self.plan.title(key), points, mine))
+            partial = self.plan.left_out.get(key, 0) > 0
+            course = self.plan.course.get(key, points) if partial else None
+            out.append(ExerciseScore(key, self.plan.title(key), points, mine, course))
         return out
 
     @property
@@ -181,6 +191,16 @@ class Results:
     @property
     def total(self) -> float:
         return tidy(sum(e.points for e in self.exercises()))
+
+    @property
+    def selection(self) -> bool:
+        """Whether the run grades only some of the course's tests (``-k``, a node id, ``--lf``, ...)."""
+        return self.plan.selection
+
+    @property
+    def course_total(self) -> float:
+        """The points of a run of every test of the course."""
+        return tidy(self.plan.course_total) if self.plan.course else self.total
 
     @property
     def complete(self) -> bool:
@@ -196,10 +216,17 @@ class Results:
         return {v: tidy(found[v]) for v in VISIBILITIES if v in found}
 
     def score_line(self) -> str:
-        """``"Score: 73.5 / 100"``, saying how many of the points are in tests students see later or never."""
-        line = f"Score: {format_points(self.score)} / {format_points(self.total)}"
-        hidden = [f"{points_phrase(p)} in tests {HIDDEN_UNTIL[v]}" for v, p in self.hidden_points().items()]
-        return line + (f" ({'; '.join(hidden)})" if hidden else "")
+        """``"Score: 73.5 / 100"``, saying how many of the points are in tests students see later or never.
+
+        A run of some of the tests says so, and gives the score of those against their
+        own total: ``"Score of the 3 selected tests: 8 / 8 (the full run is out of 100)"``.
+        """
+        figures = f"{format_points(self.score)} / {format_points(self.total)}"
+        notes = [f"{points_phrase(p)} in tests {HIDDEN_UNTIL[v]}" for v, p in self.hidden_points().items()]
+        if not self.selection:
+            return f"Score: {figures}" + (f" ({'; '.join(notes)})" if notes else "")
+        notes.insert(0, f"the full run is out of {format_points(self.course_total)}")
+        return f"Score of the {_tests_phrase(len(self.tests), 'selected')}: {figures} ({'; '.join(notes)})"
 
     def summary_lines(self) -> list[str]:
         """One line per exercise, one per failed test that has no table row to show it, then the score line."""
@@ -210,7 +237,8 @@ class Results:
             ran = [t for t in e.tests if t.outcome != NOT_RUN]
             passed = sum(t.passed for t in e.tests)
             points = f"{format_points(e.score)} / {format_points(e.points)}"
-            line = f"{e.title:<{width}}  {points:>11}   {passed} of {len(e.tests)} tests passed"
+            tests = "selected tests" if e.course_points is not None else "tests"
+            line = f"{e.title:<{width}}  {points:>11}   {passed} of {len(e.tests)} {tests} passed"
             skipped = [t for t in e.tests if t.outcome == SKIPPED]
             if skipped:
                 line += f", {len(skipped)} skipped"
@@ -219,12 +247,19 @@ class Results:
                     line += f": {reasons.pop()}"
             if len(ran) < len(e.tests) or e.missing:
                 line += ", the others did not run"
+            if e.course_points is not None:
+                line += f" (the full exercise is out of {format_points(e.course_points)})"
             lines.append(line)
             for t in e.tests:
                 if (t.outcome == FAILED or (t.outcome == SKIPPED and t.share.max_score)) and not t.rows:
                     lines.append(f"    {t.share.name}: {_outcome_line(t)}")
         lines.append(self.score_line())
         return lines
+
+
+def _tests_phrase(count: int, kind: str) -> str:
+    """``"3 selected tests"``, ``"1 selected test"``."""
+    return f"{count} {kind} test{'' if count == 1 else 's'}"
 
 
 def _order(run: TestRun) -> tuple[int, ...]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from gradcheck_kit.autograder.points import CollectedTest
 from gradcheck_kit.autograder.run import DEFAULT_TIMEOUT, POINTS_FILE, GradingRun
 
 #: What a course's conftest imports: the hooks and fixtures pytest finds there by name.
@@ -40,14 +41,14 @@ __all__ = [
     "grader",
     "impl_dir",
     "pytest_collection_finish",
-    "pytest_collection_modifyitems",
+    "pytest_make_collect_report",
     "pytest_report_header",
     "pytest_terminal_summary",
     "sandbox",
 ]
 
 _run_key = pytest.StashKey[GradingRun]()
-_plan_key = pytest.StashKey[Any]()
+_collected_key = pytest.StashKey[dict[str, tuple[list[Any], CollectedTest]]]()
 _benchmarks_key = pytest.StashKey[Any]()
 
 
@@ -169,25 +170,39 @@ def _time_limits(config: pytest.Config) -> tuple[float, dict[str, float]]:
     return _run(config).time_limits()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Before deselection (-k, -m): the shares are those of every collected test.
-    from gradcheck_kit.autograder.points import SchemeError
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[pytest.CollectReport]:
+    report = yield
+    # Inside --lf's wrapper, which filters this list afterwards, and before a node id picks
+    # its test out of it: here are all the tests of the file, selected or not, with the marks
+    # they were written with (a plugin may add skips later: --benchmark-only does).
+    found = _collected(collector.config)
+    for node in report.result or ():
+        if isinstance(node, pytest.Item) and node.nodeid not in found:
+            found[node.nodeid] = _as_collected_test(node)
+    return report
 
-    try:
-        plan = _run(config).scheme.plan([_collected(item) for item in items], _titles())
-    except SchemeError as exc:
-        raise pytest.UsageError(str(exc)) from exc
-    config.stash[_plan_key] = plan
+
+def _collected(config: pytest.Config) -> dict[str, tuple[list[Any], CollectedTest]]:
+    """Every test the run collected, before any selection, by node id: its place in the course, and its marks."""
+    return config.stash.setdefault(_collected_key, {})
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    from gradcheck_kit.autograder.points import SchemeError
     from gradcheck_kit.verdicts import PLAN_PROPERTY, TEST_PROPERTY
 
     config = session.config
-    plan = config.stash.get(_plan_key, None)
-    if plan is None:
-        return
+    found = _collected(config)
+    for item in session.items:
+        found.setdefault(item.nodeid, _as_collected_test(item))
+    # The course's order, whatever order the run takes (pytest-randomly, --lf, --ff): each test's
+    # number in results.json and the order of the summary must not depend on it.
+    every = [test for _, test in sorted(found.values(), key=lambda entry: entry[0])]
+    try:
+        plan = _run(config).scheme.plan(every, _titles())
+    except SchemeError as exc:
+        raise pytest.UsageError(str(exc)) from exc
     plan = plan.restricted(item.nodeid for item in session.items)
     summary = plan.summary()
     for item in session.items:
@@ -199,8 +214,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _run(config).results.expect(plan)
 
 
-def _collected(item: pytest.Item) -> Any:
-    from gradcheck_kit.autograder.points import CollectedTest
+def _as_collected_test(item: pytest.Item) -> tuple[list[Any], CollectedTest]:
+    """``item`` as the scheme sees it, and where it stands in the course's order."""
+    from gradcheck_kit.plugin import collection_position
 
     module_marks, test_marks = [], []
     for node, mark in item.iter_markers_with_node("gradcheck"):
@@ -215,7 +231,7 @@ def _collected(item: pytest.Item) -> Any:
         m.name == "skip" or (m.name == "skipif" and m.args and m.args[0] is True) for m in item.iter_markers()
     )
     doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip()
-    return CollectedTest(
+    return collection_position(item), CollectedTest(
         nodeid=item.nodeid,
         function=getattr(item, "originalname", item.name),
         params=params,
