@@ -6,12 +6,14 @@ import json
 import math
 from types import SimpleNamespace
 
+import hypothesis
 import pytest
 
 # Imported here so that pytester's in-process runs find them already loaded: the module
 # snapshot it restores after each run must not unload torch, a C extension.
 import torch
 import torch.nn.functional as F
+from hypothesis import strategies as st
 
 import gradcheck_kit
 import gradcheck_kit.backward_check.fixture  # noqa: F401
@@ -296,6 +298,21 @@ def test_drawn_shapes_are_the_same_every_time_and_reach_block_edges():
     assert (1, 1) in first
     assert any(size % 2 == 1 and size > 1 for shape in first for size in shape)
     assert any(shape[1] % 128 not in (0, 1) for shape in first)
+
+
+def test_inside_a_hypothesis_test_a_strategy_of_shapes_is_refused_and_a_list_is_checked():
+    outcomes = []
+
+    @hypothesis.settings(max_examples=1, database=None)
+    @hypothesis.given(st.just((3, 5)))
+    def test(shape):
+        with pytest.raises(RuntimeError, match="inside @given, draw the shape there and pass shapes="):
+            check(F.cross_entropy, cross_entropy_backward, cross_entropy_inputs, shapes((1, 4), (1, 9)))
+        outcomes.append(check(F.cross_entropy, cross_entropy_backward, cross_entropy_inputs, [shape]).passed)
+
+    test()
+
+    assert outcomes == [True]
 
 
 def test_every_other_draw_hands_the_kernel_strided_inputs():

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, currently_in_test_context, given, settings
 from hypothesis import strategies as st
 
 __all__ = [
@@ -76,12 +76,21 @@ def draw_shapes(source: st.SearchStrategy[Shape | int] | Iterable[Shape | int], 
 
     The draws are derandomised, so every run checks the same shapes; the first draws are
     hypothesis's simplest (sizes of 1 and the lower bounds).
+
+    Raises:
+        ValueError: for an empty list.
+        RuntimeError: for a strategy inside a hypothesis test, which cannot run another.
     """
     if not isinstance(source, st.SearchStrategy):
         found = [_shape(s) for s in source]
         if not found:
             raise ValueError("no shapes to check: give at least one")
         return found
+    if currently_in_test_context():
+        raise RuntimeError(
+            "shapes are drawn by a hypothesis test of their own, which cannot run inside another: "
+            "inside @given, draw the shape there and pass shapes=[shape]"
+        )
     drawn: list[Shape] = []
 
     @settings(
