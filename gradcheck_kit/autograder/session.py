@@ -24,14 +24,15 @@ without collecting any.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gradcheck_kit.autograder.collection import collected_test
 from gradcheck_kit.autograder.points import CollectedTest
+from gradcheck_kit.autograder.recorder import ResultsRecorder
 from gradcheck_kit.autograder.run import DEFAULT_TIMEOUT, POINTS_FILE, GradingRun
 
 #: What a course's conftest imports: the hooks and fixtures pytest finds there by name.
@@ -114,7 +115,7 @@ def start(config: pytest.Config, course: Path) -> None:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[_run_key] = run
     if not _is_xdist_worker(config):
-        config.pluginmanager.register(_Recorder(config, run), "gradcheck-results")
+        config.pluginmanager.register(ResultsRecorder(config, run), "gradcheck-results")
 
 
 def _run(config: pytest.Config) -> GradingRun:
@@ -162,7 +163,9 @@ def _refuse_imported_conftests(config: pytest.Config, course: Path, impl_dir: Pa
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return _run(config).header()
+    from gradcheck_kit.sandbox.isolation import describe
+
+    return [*_run(config).header(), describe()]
 
 
 def _time_limits(config: pytest.Config) -> tuple[float, dict[str, float]]:
@@ -176,14 +179,14 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[pytest.C
     # Inside --lf's wrapper, which filters this list afterwards, and before a node id picks
     # its test out of it: here are all the tests of the file, selected or not, with the marks
     # they were written with (a plugin may add skips later: --benchmark-only does).
-    found = _collected(collector.config)
+    found = _collected_tests(collector.config)
     for node in report.result or ():
         if isinstance(node, pytest.Item) and node.nodeid not in found:
-            found[node.nodeid] = _as_collected_test(node)
+            found[node.nodeid] = collected_test(node)
     return report
 
 
-def _collected(config: pytest.Config) -> dict[str, tuple[list[Any], CollectedTest]]:
+def _collected_tests(config: pytest.Config) -> dict[str, tuple[list[Any], CollectedTest]]:
     """Every test the run collected, before any selection, by node id: its place in the course, and its marks."""
     return config.stash.setdefault(_collected_key, {})
 
@@ -193,9 +196,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from gradcheck_kit.verdicts import PLAN_PROPERTY, TEST_PROPERTY
 
     config = session.config
-    found = _collected(config)
+    found = _collected_tests(config)
     for item in session.items:
-        found.setdefault(item.nodeid, _as_collected_test(item))
+        found.setdefault(item.nodeid, collected_test(item))
     # The course's order, whatever order the run takes (pytest-randomly, --lf, --ff): each test's
     # number in results.json and the order of the summary must not depend on it.
     every = [test for _, test in sorted(found.values(), key=lambda entry: entry[0])]
@@ -214,99 +217,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _run(config).results.expect(plan)
 
 
-def _as_collected_test(item: pytest.Item) -> tuple[list[Any], CollectedTest]:
-    """``item`` as the scheme sees it, and where it stands in the course's order."""
-    from gradcheck_kit.plugin import collection_position
-
-    module_marks, test_marks = [], []
-    for node, mark in item.iter_markers_with_node("gradcheck"):
-        kwargs = dict(mark.kwargs)
-        if mark.args:
-            kwargs.setdefault("exercise", mark.args[0])
-        (test_marks if isinstance(node, (pytest.Function, pytest.Class)) else module_marks).append(kwargs)
-    callspec = getattr(item, "callspec", None)
-    params = {k: str(v) for k, v in callspec.params.items()} if callspec else {}
-    device = params.pop("device", None)
-    skipped = any(
-        m.name == "skip" or (m.name == "skipif" and m.args and m.args[0] is True) for m in item.iter_markers()
-    )
-    doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip()
-    return collection_position(item), CollectedTest(
-        nodeid=item.nodeid,
-        function=getattr(item, "originalname", item.name),
-        params=params,
-        device=device,
-        module_marks=tuple(module_marks),
-        test_marks=tuple(test_marks),
-        runs=not skipped,
-        description=doc.splitlines()[0] if doc else "",
-    )
-
-
 def _titles() -> dict[str, str]:
     from gradcheck_kit.course.catalogue import EXERCISES
 
     return {key: exercise.title for key, exercise in EXERCISES.items()}
-
-
-# pytest-xdist starts a worker's failure text with "[gw0] linux -- Python 3.11.7 /usr/bin/python".
-_XDIST_HEADER = re.compile(r"\A\[gw\d+\] [^\n]*\n")
-
-
-class _Recorder:
-    """Hands every report to the run's Results and keeps results.json up to date; on the controller only."""
-
-    def __init__(self, config: pytest.Config, run: GradingRun) -> None:
-        self.config = config
-        self.run = run
-        self.written = False
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:
-            self.run.results.add_problem(f"collecting {report.nodeid or 'the tests'} failed:\n{report.longreprtext}")
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from gradcheck_kit.verdicts import RUNNING
-
-        # Under pytest-xdist this runs on the controller for every worker's report.
-        text = _XDIST_HEADER.sub("", report.longreprtext, count=1).lstrip("\n") if report.failed else ""
-        if report.skipped and isinstance(report.longrepr, tuple):
-            text = str(report.longrepr[2])
-        finished = self.run.results.add_report(
-            report.nodeid, report.when, report.outcome, report.user_properties, text, report.duration
-        )
-        if finished:
-            self.write(complete=False, reason=RUNNING)
-
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        complete = exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
-        self.write(complete=complete, reason=_reason(session, self.run, exitstatus))
-        self.written = True
-
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if not self.written:
-            self.write(complete=False, reason="pytest stopped before the grading session finished")
-
-    def write(self, *, complete: bool, reason: str) -> None:
-        path = self.config.getoption("gradescope")
-        if path is not None:
-            self.run.write(Path(self.config.invocation_params.dir, path), complete=complete, reason=reason)
-
-
-def _reason(session: pytest.Session, run: GradingRun, exitstatus: int) -> str:
-    why = {
-        pytest.ExitCode.INTERRUPTED: "the run was interrupted",
-        pytest.ExitCode.INTERNAL_ERROR: "pytest hit an internal error",
-        pytest.ExitCode.USAGE_ERROR: "pytest was called wrongly",
-        pytest.ExitCode.NO_TESTS_COLLECTED: "no tests were collected",
-    }.get(exitstatus, "")
-    stop = session.shouldstop or session.shouldfail
-    if stop:
-        why = f"{why}: {stop}" if why else str(stop)
-    problems = run.results.problems
-    if problems:
-        why = f"{why}; {len(problems)} problem(s) outside the graded tests" if why else problems[0]
-    return why
 
 
 #: The exercises whose passing earns the speed line: the chunked and the fused backward.
