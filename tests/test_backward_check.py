@@ -303,7 +303,7 @@ def test_drawn_shapes_are_the_same_every_time_and_reach_block_edges():
 def test_inside_a_hypothesis_test_a_strategy_of_shapes_is_refused_and_a_list_is_checked():
     outcomes = []
 
-    @hypothesis.settings(max_examples=1, database=None)
+    @hypothesis.settings(max_examples=1, database=None, deadline=None)
     @hypothesis.given(st.just((3, 5)))
     def test(shape):
         with pytest.raises(RuntimeError, match="inside @given, draw the shape there and pass shapes="):
