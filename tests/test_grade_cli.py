@@ -117,30 +117,55 @@ def test_the_submission_is_graded_where_it_lies_and_left_as_it_was(mixed: Graded
     assert sorted(p.name for p in mixed.submission.iterdir()) == mixed.before
 
 
-def test_results_json_is_written_even_when_the_submission_kills_the_grader(tmp_path: Path):
-    # A short TMPDIR: the grader's own goes inside it, and a socket's path is at most 104 bytes.
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        graded = Graded(
-            submission(HOSTILE / "kills_grader", tmp_path / "submission"), tmp_path / "results.json",
-            env={**os.environ, "TMPDIR": tmp},
-        )  # fmt: skip
-        # The killed grader's temporary files (multiprocessing's socket folder, worker logs) went with the run's.
-        assert list(Path(tmp).iterdir()) == []
+def test_a_submission_that_tries_to_kill_its_grader_is_refused_and_grading_completes(tmp_path: Path):
+    graded = Graded(submission(HOSTILE / "kills_grader", tmp_path / "submission"), tmp_path / "results.json")
     data = graded.results
     assert graded.process.returncode == 1
     assert validate(data) == []
-    assert data["extra_data"]["complete"] is False
-    assert data["extra_data"]["reason"].startswith("the grading process was killed by SIGKILL")
-    assert data["output"].startswith("**Grading did not finish:** the grading process was killed by SIGKILL")
-    assert "Score: 59 / 100" in graded.stdout.splitlines()
-    # What was graded before the kill stands; the killer's exercise is listed as not graded.
-    assert data["score"] == 59 and data["extra_data"]["total"] == 100
+    assert data["extra_data"]["complete"] is True
     assert "No module named 'torch_backprop_answers'" in graded.exercise("ex2")[0]["output"]
     assert "sys.exit(0)" in graded.exercise("ex3")[0]["output"]
     ex4 = graded.exercise("ex4")
     assert [(t["score"], t["status"]) for t in ex4] == [(0.0, "failed")] * len(ex4)
-    assert sum(t["max_score"] for t in ex4) == 8
-    assert all("killed by SIGKILL" in t["output"] for t in ex4)
+    assert "gradcheck-kit: your code may not send a signal to process" in ex4[0]["output"]
+    # Exercise 1 and what the reference solutions copied in for exercises 5 and 6 earn.
+    assert data["score"] == sum(t["score"] for t in data["tests"]) and data["score"] >= 59
+
+
+KILLED_EXERCISES = """
+import os
+import signal
+import pytest
+
+pytestmark = pytest.mark.gradcheck(exercise="ex1")
+
+def test_graded_first():
+    pass
+
+def test_killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_results_json_is_written_even_when_the_grading_process_dies(tmp_path: Path):
+    exercises = course(tmp_path, KILLED_EXERCISES)
+    results = tmp_path / "results.json"
+    # A short TMPDIR: the grader's own goes inside it, and a socket's path is at most 104 bytes.
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        command = [sys.executable, "-m", "gradcheck_kit", "grade", str(tmp_path), "--exercises", str(exercises)]
+        process = subprocess.run(
+            [*command, "--gradescope", str(results)], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "TMPDIR": tmp},
+        )  # fmt: skip
+        # The killed grader's temporary files went with the run's.
+        assert list(Path(tmp).iterdir()) == []
+    data = json.loads(results.read_text(encoding="utf-8"))
+    assert process.returncode == 1
+    assert validate(data) == []
+    assert data["extra_data"]["complete"] is False
+    assert data["extra_data"]["reason"].startswith("the grading process was killed by SIGKILL")
+    assert data["output"].startswith("**Grading did not finish:** the grading process was killed by SIGKILL")
+    assert "Grading did not finish: the grading process was killed by SIGKILL" in process.stdout
 
 
 SLOW_EXERCISES = """

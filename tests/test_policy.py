@@ -80,3 +80,17 @@ def test_a_wrong_answer_is_run_again_at_every_configuration(tmp_path):
     path = tmp_path / "ex2_cross_entropy.py"
     assert box.call(path, "f", exercise="ex2", check="ex2").status == "error"
     assert box.call(path, "f", exercise="ex2", check="ex2").ok
+
+
+def test_only_exercise_7_on_cuda_may_start_processes_for_tritons_compiler(tmp_path):
+    seen = []
+
+    class Recording(FakeSandbox):
+        def call(self, path, func_name, *args, timeout=None, **kwargs):
+            seen.append((kwargs.get("device"), kwargs.get("processes", False)))
+            return super().call(path, func_name, *args, timeout=timeout, **kwargs)
+
+    box = ExerciseSandbox(Recording(), {}, default=20)  # type: ignore[arg-type]
+    for exercise, device in (("ex7", "cuda"), ("ex7", "cpu"), ("ex2", "cuda")):
+        box.call(tmp_path / "ex.py", "f", exercise=exercise, check=f"{exercise}-{device}", device=device)
+    assert seen == [("cuda", True), ("cpu", False), ("cuda", False)]

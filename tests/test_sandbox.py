@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import errno
+import functools
+import json
 import os
 import pickle
+import re
+import shutil
 import signal
+import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -16,6 +23,8 @@ import pytest
 import torch
 
 from gradcheck_kit.sandbox.box import OUTPUT_LIMIT, Outcome, ReturnedTensor, Sandbox, TensorInfo, unwrap
+from gradcheck_kit.sandbox.isolation import describe, sandbox_user
+from gradcheck_kit.sandbox.reply import BadReply, Reply, Unsendable, check_sendable, encode_reply, load_reply
 
 GiB = 1024**3
 
@@ -500,43 +509,59 @@ def test_close_stops_the_worker(sandbox: Sandbox, tmp_path: Path) -> None:
         os.kill(pid, 0)
 
 
-def test_a_grader_killed_mid_call_takes_its_worker_and_log_with_it(tmp_path: Path, ends_within) -> None:
+def test_a_grader_killed_mid_call_takes_its_worker_and_its_temporary_folder_with_it(
+    tmp_path: Path, ends_within
+) -> None:
     # The worker's parent is the fork server, which outlives the grader while the worker runs.
     path = student(
         tmp_path,
         """
+        import tempfile
         from pathlib import Path
 
-        def spin(pid_file):
-            Path(pid_file).write_text(str(os.getpid()))
+        def spin():
+            Path(tempfile.gettempdir(), "worker.pid").write_text(str(os.getpid()))
             while True:
                 pass
         """,
     )
-    pid_file, scratch = tmp_path / "worker.pid", tmp_path / "tmp"
-    scratch.mkdir()
+    # A folder like /tmp, so that a worker of another user makes its temporary folder here, and may remove it.
+    scratch = Path(tempfile.mkdtemp(dir="/tmp"))
+    scratch.chmod(0o1777)
     grader = textwrap.dedent(
         f"""
         from pathlib import Path
         from gradcheck_kit.sandbox.box import Sandbox
 
         if __name__ == "__main__":
-            Sandbox(timeout=600).call(Path({str(path)!r}), "spin", {str(pid_file)!r})
+            Sandbox(timeout=600).call(Path({str(path)!r}), "spin")
         """
     )
     process = subprocess.Popen([sys.executable, "-c", grader], env={**os.environ, "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 120
-        while not pid_file.exists() and process.poll() is None and time.monotonic() < deadline:
+        while not list(scratch.glob("gradcheck-sandbox-*/worker.pid")) and time.monotonic() < deadline:
+            assert process.poll() is None, "the grader ended before the call started"
             time.sleep(0.1)
-        assert pid_file.exists(), "the call never started"
-        assert [p.name for p in scratch.glob("gradcheck-worker-*.log")]
+        (pid_file,) = scratch.glob("gradcheck-sandbox-*/worker.pid")
+        worker = int(pid_file.read_text())
     finally:
         process.kill()
         process.wait()
-    worker = int(pid_file.read_text())
-    assert ends_within(worker, 30), "the worker went on looping after its grader was killed"
-    assert list(scratch.glob("gradcheck-worker-*.log")) == []
+    try:
+        assert ends_within(worker, 30), "the worker went on looping after its grader was killed"
+        assert ends_within_seconds(lambda: not list(scratch.glob("gradcheck-sandbox-*")), 10)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def ends_within_seconds(done, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path: Path) -> None:
@@ -563,17 +588,24 @@ def test_outcomes_are_frozen() -> None:
     assert outcome.ok and not Outcome("timeout").ok
 
 
-def test_a_system_that_refuses_a_memory_limit_still_runs_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_system_that_refuses_a_limit_still_starts_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 
-    from gradcheck_kit.sandbox.call import _memory_limit
+    from gradcheck_kit.sandbox.confine import Confinement, _limit
 
-    def refuse(*args: object) -> None:
+    set_to = []
+
+    def refuse(which: int, limits: tuple[int, int]) -> None:
+        set_to.append(which)
         raise ValueError("not allowed to raise maximum limit")
 
     monkeypatch.setattr(resource, "setrlimit", refuse)
-    with _memory_limit(GiB, torch):  # raised ValueError before the body ran, without the fallback
-        pass
+    confinement = Confinement(
+        uid=None, gid=None, memory_limit=GiB, processes=256, file_size=GiB, open_files=1024, temp_dir="/tmp",
+        folders=(), guarded=True, spawn=False, cuda=False, package="/nowhere",
+    )  # fmt: skip
+    _limit(confinement)  # raised ValueError before, without the fallback
+    assert resource.RLIMIT_AS in set_to and resource.RLIMIT_CORE in set_to
 
 
 # ----------------------------------------------------------------- what a reply may carry
@@ -594,20 +626,94 @@ def test_a_system_that_refuses_a_memory_limit_still_runs_the_call(monkeypatch: p
     ids=["float32", "transposed", "bfloat16", "conj", "scalar", "empty", "bool", "int64"],
 )
 def test_a_returned_tensor_crosses_as_its_bytes_unchanged(tensor: torch.Tensor) -> None:
-    from gradcheck_kit.sandbox.reply import Reply, load_reply
-
     sent = Reply(Outcome("ok", {"t": ReturnedTensor(tensor, TensorInfo.of(tensor))}))
-    received = load_reply(pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL)).outcome.value["t"]
+    received = load_reply(encode_reply(sent, GiB)).outcome.value["t"]
     assert received.info == TensorInfo.of(tensor)
     assert received.tensor.dtype == tensor.dtype and torch.equal(received.tensor, tensor.resolve_conj())
 
 
 def test_numpy_values_and_containers_cross_too() -> None:
-    from gradcheck_kit.sandbox.reply import Reply, load_reply
+    value = {
+        "a": np.arange(4.0),
+        "b": [np.float32(2.0), (1, "x", None, 2.5j, float("inf"))],
+        "c": SimpleNamespace(d=[3, 4]),
+        "shape": torch.Size([2, 3]),
+        "kind": [torch.float64, torch.device("cpu")],
+    }
+    received = load_reply(encode_reply(Reply(Outcome("ok", value)), GiB)).outcome.value
+    assert np.array_equal(received["a"], value["a"]) and received["a"].dtype == np.float64
+    assert received["b"] == value["b"] and type(received["b"][0]) is np.float32
+    assert received["c"] == value["c"]
+    assert type(received["shape"]) is torch.Size and received["shape"] == value["shape"]
+    assert received["kind"] == value["kind"]
 
-    value = {"a": np.arange(4.0), "b": [np.float32(2.0), (1, "x", None)], "c": SimpleNamespace(d={3, 4})}
-    received = load_reply(pickle.dumps(Reply(Outcome("ok", value)), protocol=pickle.HIGHEST_PROTOCOL)).outcome.value
-    assert np.array_equal(received["a"], value["a"]) and received["b"] == value["b"] and received["c"] == value["c"]
+
+def test_the_outcome_crosses_with_every_field() -> None:
+    sent = Reply(Outcome("forbidden", None, "no", "Traceback ...", 1.5), reusable=False)
+    assert load_reply(encode_reply(sent, GiB)) == sent
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [
+        ({1, 2}, "returned a set, which cannot be sent back to the grader"),
+        ({1: "one"}, "returned a dict with a key of type int (1), which cannot be sent back to the grader: keys must"),
+        ([np.array(["a"], dtype=object)], "returned a numpy array of dtype object"),
+        (functools.reduce(lambda inner, _: [inner], range(100), []), "nests more than 64 levels deep"),
+    ],
+    ids=["set", "int key", "object array", "deep"],
+)
+def test_what_a_reply_cannot_carry_is_refused_by_name(value: object, refusal: str) -> None:
+    with pytest.raises(Unsendable, match=re.escape(refusal)):
+        check_sendable(value)
+
+
+def test_a_set_of_colliding_integers_is_refused_at_once() -> None:
+    # Each hashes to the same slot: building the set in the grader would take quadratic time.
+    colliding = {i * (2**61 - 1) for i in range(2000)}
+    started = time.perf_counter()
+    with pytest.raises(Unsendable, match="returned a set"):
+        check_sendable({"grads": colliding})
+    assert time.perf_counter() - started < 0.1
+
+
+def crafted(header: dict, *buffers: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return b"GCK1" + struct.pack("<Q", len(text)) + text + b"".join(buffers)
+
+
+OUTCOME = {"status": "ok", "message": "", "traceback": "", "duration": 0.0, "reusable": True}
+
+
+@pytest.mark.parametrize(
+    ("data", "refusal"),
+    [
+        (pickle.dumps(Outcome("ok", 1)), "must start with the reply header"),
+        (crafted({**OUTCOME, "value": {"set": [1, 2]}, "buffers": []}), "no known kind: 'set'"),
+        (crafted({**OUTCOME, "value": {"exec": "print(1)"}, "buffers": []}), "no known kind: 'exec'"),
+        (crafted({**OUTCOME, "status": "full marks", "value": None, "buffers": []}), "unknown status"),
+        (crafted({**OUTCOME, "value": None, "buffers": [4]}, b"abc"), "does not hold the bytes its header lists"),
+        (
+            crafted(
+                {**OUTCOME, "value": [{"tensor": [0, "float32", [2], "float32", [2], "cpu"]}] * 2, "buffers": [8]},
+                bytes(8),
+            ),
+            "refers to a buffer it does not hold, or to one twice",
+        ),
+        (
+            crafted(
+                {**OUTCOME, "value": {"tensor": [0, "float32", [3], "float32", [3], "cpu"]}, "buffers": [8]}, bytes(8)
+            ),
+            "8 bytes do not make a float32 tensor of shape (3,)",
+        ),
+        (crafted({**OUTCOME, "value": {"array": [0, "|O8", [1]]}, "buffers": [8]}, bytes(8)), "not described as one"),
+        (crafted({**OUTCOME, "value": {"dtype": "__class__"}, "buffers": []}), "a dtype that is none"),
+    ],
+    ids=["pickle", "set", "exec", "status", "short", "buffer twice", "bytes", "object array", "dtype"],
+)
+def test_a_reply_that_is_not_one_is_refused_without_running_anything(data: bytes, refusal: str) -> None:
+    with pytest.raises(BadReply, match=re.escape(refusal)):
+        load_reply(data)
 
 
 def test_a_reply_that_would_run_code_in_the_grader_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -628,19 +734,41 @@ def test_a_reply_that_would_run_code_in_the_grader_is_refused(sandbox: Sandbox, 
     outcome = sandbox.call(path, "f")
     assert report.Row.passed is passed
     assert outcome.status == "error"
-    assert outcome.message == (
-        "the return value could not be received: UnpicklingError: a reply may not contain builtins.exec"
+    assert outcome.message.startswith("returned a Payload, which cannot be sent back to the grader")
+
+
+def test_a_reply_larger_than_the_limit_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    path = student(tmp_path, "def f():\n    return torch.zeros(2**19)\n\ndef g():\n    return 1\n")
+    with Sandbox(reply_limit=2**20) as box:
+        outcome = box.call(path, "f")
+        assert outcome.status == "error"
+        assert outcome.message == "the returned value takes 2 MiB; a reply may carry at most 1 MiB"
+        assert box.call(path, "g").value == 1
+
+
+def test_a_worker_that_announces_a_reply_and_stalls_does_not_hold_up_the_grader(tmp_path: Path) -> None:
+    # Written to every socket the worker holds, as code that found the grader's pipe would: a frame
+    # of 1 MiB announced, then nothing.
+    path = student(
+        tmp_path,
+        """
+        import socket, stat, struct, time
+
+        def f():
+            for fd in range(3, 64):
+                try:
+                    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                        os.write(fd, struct.pack("!i", 2**20))
+                except OSError:
+                    pass
+            time.sleep(600)
+        """,
     )
-
-
-def test_a_reply_may_not_rewrite_a_class() -> None:
-    from gradcheck_kit.sandbox.reply import load_reply
-
-    # GLOBAL gradcheck_kit.sandbox.outcome.Outcome, then BUILD with slot state {"ok": True}: setattr on the class.
-    crafted = b"cgradcheck_kit.sandbox.outcome\nOutcome\nN}Vok\nI01\ns\x86b."
-    with pytest.raises(pickle.UnpicklingError, match="may not set attributes of a class"):
-        load_reply(crafted)
-    assert isinstance(Outcome.ok, property)
+    started = time.monotonic()
+    with Sandbox(timeout=2) as box:
+        outcome = box.call(path, "f")
+    assert outcome.status == "timeout"
+    assert time.monotonic() - started < 30
 
 
 def test_autograd_in_the_files_top_level_code_is_forbidden_too(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -657,3 +785,197 @@ def test_autograd_in_the_files_top_level_code_is_forbidden_too(sandbox: Sandbox,
     outcome = sandbox.call(path, "f")
     assert outcome.status == "forbidden"
     assert "manual backward must not use autograd: torch.autograd.grad() was called" in outcome.message
+
+
+# ----------------------------------------------------------------- how a worker is confined
+
+ROOT = Path(__file__).resolve().parent.parent
+SWITCHES_USER = sandbox_user() is not None
+needs_own_user = pytest.mark.skipif(
+    not SWITCHES_USER, reason="the worker switches to a user of its own only when the grader runs as root (CI does)"
+)
+
+
+def test_the_run_header_says_which_isolation_is_in_force() -> None:
+    line = describe()
+    if SWITCHES_USER:
+        assert line.startswith(f"isolation: worker runs as uid {sandbox_user().uid} (no access to the grader's files")
+    else:
+        assert line.startswith("isolation: ") and line.endswith("grades are for self-checking only")
+
+
+@needs_own_user
+def test_the_worker_runs_as_a_user_of_its_own_without_groups_and_cannot_switch_back(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = student(
+        tmp_path,
+        """
+        def who():
+            try:
+                os.setuid(0)
+                back = True
+            except PermissionError:
+                back = False
+            return [list(os.getresuid()), list(os.getresgid()), os.getgroups(), back]
+        """,
+    )
+    user = sandbox_user()
+    assert sandbox.call(path, "who").value == [[user.uid] * 3, [user.gid] * 3, [], False]
+    assert user.uid >= 64000 and user.dedicated
+
+
+@needs_own_user
+def test_the_fork_server_and_the_grader_cannot_be_signalled_or_read(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        import multiprocessing, signal
+
+        def refused(attempt):
+            try:
+                attempt()
+            except OSError as exc:
+                return [type(exc).__name__, exc.errno]
+            except Exception as exc:
+                return [type(exc).__name__, str(exc)]
+            return "done"
+
+        def f():
+            server, grader = os.getppid(), multiprocessing.parent_process().pid
+            return [
+                refused(lambda: os.kill(server, signal.SIGSTOP)),
+                refused(lambda: signal.pidfd_send_signal(os.pidfd_open(server), signal.SIGSTOP)),
+                refused(lambda: signal.pidfd_send_signal(os.pidfd_open(grader), signal.SIGKILL)),
+                refused(lambda: torch.from_file(f"/proc/{grader}/mem", size=1, dtype=torch.uint8)),
+            ]
+        """,
+    )
+    outcome = sandbox.call(path, "f")
+    assert outcome.ok, outcome.message
+    by_hook, *by_kernel = outcome.value[:3]
+    assert by_hook[0] == "Refused"  # the audit hook's PermissionError, before the kernel's
+    assert by_kernel == [["PermissionError", errno.EPERM]] * 2
+    assert "Permission denied" in outcome.value[3][1]
+
+
+def test_the_worker_has_a_private_temporary_folder_removed_with_it(tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        import tempfile
+
+        def scratch():
+            folder = tempfile.gettempdir()
+            with open(os.path.join(folder, "note"), "w") as note:
+                note.write("mine")
+            return [folder, os.stat(folder).st_uid, oct(os.stat(folder).st_mode & 0o777)]
+        """,
+    )
+    with Sandbox() as box:
+        folder, owner, mode = box.call(path, "scratch").value
+        assert Path(folder, "note").read_text() == "mine"
+        assert owner == (sandbox_user().uid if SWITCHES_USER else os.getuid()) and mode == "0o700"
+    assert not Path(folder).exists()
+
+
+def test_sys_path_and_the_working_directory_hold_the_submission_not_the_repository(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = student(tmp_path, "def where():\n    return [sys.path, os.getcwd()]\n")
+    search, cwd = sandbox.call(path, "where").value
+    assert cwd == str(tmp_path.resolve())
+    assert search[-1] == str(tmp_path.resolve()) and "" not in search
+    outside = [p for p in search if p.startswith(str(ROOT)) and not p.startswith(str(ROOT / ".venv"))]
+    assert outside == []
+
+
+@pytest.mark.parametrize(
+    ("code", "refusal"),
+    [
+        ("import solutions.ex2_cross_entropy", "import solutions"),
+        ("from gradcheck_kit.bench import variants", "import gradcheck_kit.bench"),
+        (
+            f"open({str(ROOT / 'solutions' / 'ex2_cross_entropy.py')!r}).read()",
+            "open {root}/solutions/ex2_cross_entropy.py",
+        ),
+        ("open('/etc/hostname').read()", "open /etc/hostname"),
+        (f"open({str(ROOT / 'exercises' / 'conftest.py')!r}, 'a')", "write {root}/exercises/conftest.py"),
+        ("import subprocess; subprocess.run(['true'])", "start a process (subprocess.Popen)"),
+        ("os.system('true')", "start a process (os.system)"),
+        ("import socket; socket.create_connection(('127.0.0.1', 9))", "use the network (socket.connect)"),
+        ("import ctypes; ctypes.CDLL(None)", "use ctypes (ctypes.dlopen)"),
+        ("import gc; gc.get_objects()", "use gc.get_objects"),
+    ],
+    ids=[
+        "solutions",
+        "package",
+        "solution file",
+        "other file",
+        "write",
+        "subprocess",
+        "system",
+        "network",
+        "ctypes",
+        "gc",
+    ],
+)
+def test_what_graded_code_has_no_reason_to_do_is_forbidden_by_name(
+    sandbox: Sandbox, tmp_path: Path, code: str, refusal: str
+) -> None:
+    path = student(tmp_path, f"def f():\n    {code}\n")
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "forbidden"
+    assert outcome.message.startswith(f"gradcheck-kit: your code may not {refusal.format(root=ROOT)}")
+    assert outcome.message.endswith(f"at ex2_cross_entropy.py:{line_of(path, code)}: {code}")
+
+
+def test_the_submissions_own_folder_and_the_python_installation_can_be_read(sandbox: Sandbox) -> None:
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # one all may read, as a submission's folder is
+    try:
+        folder.chmod(0o755)
+        (folder / "data.txt").write_text("42")
+        (folder / "helper.py").write_text("VALUE = 7\n")
+        path = student(
+            folder,
+            """
+            import json, tempfile
+
+            def f():
+                import helper
+                with open(os.path.join(tempfile.gettempdir(), "x"), "w") as scratch:
+                    scratch.write("ok")
+                return [helper.VALUE, json.__name__, open("data.txt").read(), open(os.devnull, "w").write("")]
+            """,
+        )
+        outcome = sandbox.call(path, "f")
+        assert outcome.value == [7, "json", "42", 0], outcome.message
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_an_unguarded_harness_reads_what_it_likes(sandbox: Sandbox, tmp_path: Path) -> None:
+    solution = ROOT / "solutions" / "ex2_cross_entropy.py"
+    path = student(tmp_path, f"def f():\n    return len(open({str(solution)!r}).read())\n")
+    assert sandbox.call(path, "f").status == "forbidden"
+    assert sandbox.call(path, "f", guarded=False).value == len(solution.read_text())
+
+
+def test_the_limits_are_hard(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = student(
+        tmp_path,
+        """
+        import resource
+
+        def f():
+            limits = {n: list(resource.getrlimit(getattr(resource, n))) for n in ("RLIMIT_AS", "RLIMIT_CORE")}
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            except ValueError as exc:
+                limits["raised"] = str(exc)
+            return limits
+        """,
+    )
+    value = sandbox.call(path, "f").value
+    assert value["RLIMIT_AS"] == [3 * GiB, 3 * GiB] and value["RLIMIT_CORE"] == [0, 0]
+    assert value["raised"] == "not allowed to raise maximum limit"

@@ -1,9 +1,9 @@
 """One call of a student's function: the same steps in a worker process and in this one.
 
-:func:`execute` loads the file afresh, hands the function copies of the
-arguments on the requested device, runs it under
-:func:`~gradcheck_kit.sandbox.guard.forbid_autograd` and the memory limit, and copies
-the tensors it returned to the CPU. Every way this can end becomes an
+:func:`execute` loads the file afresh (from the source the grader read, when it
+sent one), hands the function copies of the arguments on the requested device, runs
+it under :func:`~gradcheck_kit.sandbox.guard.forbid_autograd`, and copies the tensors
+it returned to the CPU. In a worker all of it runs under the worker's hard limits. Every way this can end becomes an
 :class:`~gradcheck_kit.sandbox.outcome.Outcome`: an exception's message names the
 student's own line, and an untouched stub's ``NotImplementedError`` is "not
 started" rather than an error.
@@ -16,7 +16,6 @@ import dataclasses
 import dis
 import inspect
 import os
-import pickle
 import sys
 import threading
 import time
@@ -27,9 +26,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from gradcheck_kit.sandbox.audit import Refused
 from gradcheck_kit.sandbox.loading import load_module
 from gradcheck_kit.sandbox.outcome import Outcome, ReturnedTensor, Status, TensorInfo, map_tensors
-from gradcheck_kit.sandbox.reply import Reply
+from gradcheck_kit.sandbox.reply import Reply, Unsendable, check_sendable
 
 if TYPE_CHECKING:
     import torch
@@ -48,19 +48,19 @@ class Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     device: str
+    # The limit the call runs under, for messages: the worker sets its own when it starts.
     memory_limit: int | None = None
     guarded: bool = True
     # The student's files, loaded and handed to the function (a course's driver) as its first
     # arguments. Empty: the file at ``path`` is the student's, and its function is called.
     student_files: tuple[str, ...] = ()
+    # The files' contents as the grader read them, by resolved path: a worker that may not
+    # read the submission's folder still runs it. A file without one is read from disk.
+    sources: tuple[tuple[str, bytes], ...] = ()
 
 
 class MissingName(Exception):
     """A driver's way of saying that a student's file lacks a class or function the exercise needs."""
-
-
-class _Unsendable(Exception):
-    pass
 
 
 def execute(call: Call) -> Reply:
@@ -71,32 +71,36 @@ def execute(call: Call) -> Reply:
     files = tuple(Path(f).resolve() for f in call.student_files) or (path,)
     from gradcheck_kit.sandbox.guard import forbid_autograd
 
-    # Top-level code runs on import, on the CPU: under the same limit and guard as the call.
-    on_cpu = torch.device(call.device).type == "cpu"
+    # Top-level code runs on import: under the same guard as the call.
+    sources = dict(call.sources)
     loaded: list[ModuleType] = []
-    with _process_settings(torch):
+    restored: list[bool] = []
+    with _process_settings(torch, restored):
         try:
             for file in files:
                 guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
                 try:
-                    with _memory_limit(call.memory_limit if on_cpu else None, torch), guard:
-                        loaded.append(load_module(file))
+                    with guard:
+                        loaded.append(load_module(file, sources.get(str(file))))
                 except SystemExit as exc:
-                    return Reply(_exited(exc, files))
+                    reply = Reply(_exited(exc, files))
+                    break
                 except Exception as exc:
-                    return Reply(_import_failure(exc, file, call.memory_limit if on_cpu else None))
-            module = load_module(path) if call.student_files else loaded[0]
-            if call.student_files:
-                loaded.append(module)
-            modules = tuple(loaded[:-1]) if call.student_files else ()
-            reply = _call_function(module, modules, call, files, torch)
+                    reply = Reply(_import_failure(exc, file, call.memory_limit))
+                    break
+            else:
+                module = load_module(path, sources.get(str(path))) if call.student_files else loaded[0]
+                if call.student_files:
+                    loaded.append(module)
+                modules = tuple(loaded[:-1]) if call.student_files else ()
+                reply = _call_function(module, modules, call, files, torch)
         finally:
             # Each call loads the files anew; the persistent worker must not collect them.
-            # Gone from sys.modules, the modules' own classes also fail the check
-            # in _sendable, as they would fail to unpickle in the parent.
             for each in loaded:
                 sys.modules.pop(each.__name__, None)
-    return _send_back(reply) if reply.outcome.ok else reply
+    if not all(restored):  # a setting that could not be put back would change every later call
+        reply = Reply(reply.outcome, reusable=False)
+    return _send_back(reply, call.memory_limit) if reply.outcome.ok else reply
 
 
 def _call_function(
@@ -113,12 +117,12 @@ def _call_function(
         kwargs = map_tensors(call.kwargs, lambda t: t.detach().to(call.device, copy=True))
     except Exception as exc:
         return Reply(failure("error", f"the arguments could not be moved to {call.device}: {exception_line(exc)}"))
-    memory_limit = None if on_cuda else call.memory_limit
+    memory_limit = call.memory_limit
     threads = threading.active_count()
     started = time.perf_counter()
     try:
         guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
-        with _memory_limit(memory_limit, torch), guard:
+        with guard:
             value = func(*modules, *args, **kwargs)
             if on_cuda:
                 torch.cuda.synchronize(call.device)
@@ -134,25 +138,29 @@ def _call_function(
     return Reply(outcome, reusable=threading.active_count() <= threads)
 
 
-def _send_back(reply: Reply) -> Reply:
-    """Replace tensors in the returned value by CPU copies; refuse what cannot be pickled."""
+def _send_back(reply: Reply, memory_limit: int | None) -> Reply:
+    """Replace tensors in the returned value by CPU copies; refuse what a reply cannot carry."""
     outcome = reply.outcome
     try:
-        value = map_tensors(outcome.value, _returned_tensor, _sendable)
-    except _Unsendable as exc:
+        value = map_tensors(outcome.value, _returned_tensor)
+        check_sendable(value)
+    except Unsendable as exc:
         return Reply(failure("error", str(exc), duration=outcome.duration), reply.reusable)
     except Exception as exc:
         message = f"the return value could not be copied back: {exception_line(exc)}"
+        message += _memory_note(exc, memory_limit)
         return Reply(failure("error", message, duration=outcome.duration), reply.reusable)
     return Reply(dataclasses.replace(outcome, value=value), reply.reusable)
 
 
 @contextlib.contextmanager
-def _process_settings(torch: ModuleType) -> Iterator[None]:
+def _process_settings(torch: ModuleType, restored: list[bool]) -> Iterator[None]:
     """Run with TF32 off, and undo the process-wide settings the student's code changes.
 
     The worker outlives the call: a default dtype, a thread count or a working
-    directory left behind would change every later call.
+    directory left behind would change every later call. ``restored`` gets False
+    when one could not be put back (a worker of the sandbox's user cannot enter a
+    folder only its grader may, once it has left it).
     """
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = (torch.get_default_dtype(), torch.is_grad_enabled(), matmul.allow_tf32, cudnn.allow_tf32)
@@ -168,42 +176,16 @@ def _process_settings(torch: ModuleType) -> Iterator[None]:
         matmul.allow_tf32, cudnn.allow_tf32 = saved[2], saved[3]
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-        with contextlib.suppress(OSError):  # a folder removed since: the call's own business
-            os.chdir(cwd)
-
-
-@contextlib.contextmanager
-def _memory_limit(limit: int | None, torch: ModuleType) -> Iterator[None]:
-    if limit is None or sys.platform == "win32" or torch.cuda.is_initialized():
-        yield
-        return
-    import resource
-
-    # Only the soft limit is lowered, so that it can be raised again afterwards.
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
-    except (ValueError, OSError):  # a system that will not limit address space (some macOS versions)
-        yield
-        return
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        try:
+            if os.getcwd() != cwd:
+                os.chdir(cwd)
+        except OSError:  # a folder removed since, or one it may not enter again
+            restored.append(False)
 
 
 def _returned_tensor(tensor: torch.Tensor) -> ReturnedTensor:
     # A copy, so that a view of a large tensor does not drag its whole storage along.
     return ReturnedTensor(tensor.detach().to("cpu", copy=True), TensorInfo.of(tensor))
-
-
-def _sendable(value: Any) -> Any:
-    try:
-        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        name = type(value).__qualname__
-        raise _Unsendable(f"returned a {name}, which cannot be sent back to the grader: {exc}") from exc
-    return value
 
 
 # ----------------------------------------------------------------------------
@@ -294,16 +276,20 @@ def _exited(exc: SystemExit, files: tuple[Path, ...], duration: float = 0.0) -> 
 
 
 def _forbidden(exc: Exception, files: tuple[Path, ...], duration: float = 0.0) -> Outcome | None:
-    """The "forbidden" outcome, when autograd refused ``exc``'s code (whatever it was wrapped in)."""
+    """The "forbidden" outcome, when the guard or the worker's audit hook refused ``exc``'s code.
+
+    Whatever it was wrapped in: the refusal is found in the exception's chain.
+    """
     from gradcheck_kit.sandbox.guard import AutogradForbidden
 
-    forbidden = next((e for e in _chain(exc) if isinstance(e, AutogradForbidden)), None)
+    forbidden = next((e for e in _chain(exc) if isinstance(e, (AutogradForbidden, Refused))), None)
     if forbidden is None:
         return None
-    return failure("forbidden", *_describe(exc, files, exception_line(forbidden)), duration)
+    headline = str(forbidden) if isinstance(forbidden, Refused) else exception_line(forbidden)
+    return failure("forbidden", *_describe(exc, files, headline), duration)
 
 
-def _memory_note(exc: Exception, memory_limit: int | None) -> str:
+def _memory_note(exc: BaseException, memory_limit: int | None) -> str:
     """The limit, when ``exc`` says memory ran out under it."""
     if memory_limit is not None and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)):
         return f"\n(a call may use at most {memory_limit / _GiB:.3g} GiB of memory)"

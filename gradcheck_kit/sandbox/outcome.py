@@ -8,7 +8,6 @@ so that no two of them import each other.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,35 +65,11 @@ class TensorInfo:
 class ReturnedTensor:
     """A tensor a function returned: a CPU copy, and what it was.
 
-    It crosses from the worker as its raw bytes: a tensor's own pickle loads its
-    storage with ``torch.load(weights_only=False)``, which would run whatever a
-    student's code chose to send instead.
+    It crosses from the worker as its raw bytes (see :mod:`~gradcheck_kit.sandbox.reply`).
     """
 
     tensor: torch.Tensor
     info: TensorInfo
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        import torch
-
-        t = self.tensor.detach().resolve_conj().resolve_neg().contiguous().reshape(-1)
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        dtype = str(self.tensor.dtype).removeprefix("torch.")
-        return (_rebuild_returned_tensor, (raw, dtype, tuple(self.tensor.shape), self.info))
-
-
-def _rebuild_returned_tensor(raw: bytes, dtype: str, shape: tuple[int, ...], info: TensorInfo) -> ReturnedTensor:
-    """Rebuild a :class:`ReturnedTensor` from its bytes, checking that they fit its dtype and shape."""
-    import torch
-
-    kind = getattr(torch, dtype, None)
-    if not isinstance(kind, torch.dtype):
-        raise ValueError(f"not a torch dtype: {dtype!r}")
-    numel = math.prod(shape)
-    if len(raw) != numel * kind.itemsize:
-        raise ValueError(f"{len(raw)} bytes do not make a {dtype} tensor of shape {tuple(shape)}")
-    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-    return ReturnedTensor(data.view(kind).reshape(shape), info)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Exercise 4 killing the process that grades it: the grading stops, and results.json must still say why."""
+"""Exercise 4 trying to kill the process that grades it: refused, and the grading goes on."""
 
 import multiprocessing
 import os
