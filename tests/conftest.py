@@ -137,6 +137,7 @@ def _exercise_imports() -> None:
         "hypothesis",
         "tabulate",
         "gradcheck_kit.course.grader",
+        "gradcheck_kit.autograder.session",
         "gradcheck_kit.plugin",
         "gradcheck_kit.course.shapes",
     ):

@@ -45,6 +45,7 @@ from gradcheck_kit.bench.sizes import MEMORY_BOUND, NOTEBOOK, OP_NAMES, plan, sw
 from gradcheck_kit.bench.speed import speed_line
 from gradcheck_kit.bench.timing import Budget, CopyBandwidth, Timing, measure_in_turn, rotation
 
+pytestmark = pytest.mark.e2e  # the slowest run the bench end to end and measure a copy of GiBs
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
 EXERCISES = ROOT / "exercises"

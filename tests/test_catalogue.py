@@ -16,6 +16,7 @@ import pytest
 from gradcheck_kit.course.layers import LAYER_CHECKS
 from gradcheck_kit.makemore.model import GRADED
 
+pytestmark = pytest.mark.e2e  # each run grades a pytester copy of exercises/ through the real sandbox
 CATALOGUE = Path(__file__).parent / "catalogue"
 
 EX1 = "test_ex1_chunked_backward.py::test_gradient"

@@ -59,6 +59,7 @@ def solutions(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     return grade(tmp_path_factory.mktemp("solutions"), "-p", "no:randomly", "--gradcheck-impl=solutions")
 
 
+@pytest.mark.e2e
 def test_untouched_stubs_are_not_started_and_fail_the_run(stubs):
     graded = [t for t in stubs.results["tests"] if t["tags"] != ["ex7"]]  # exercise 7 needs CUDA and Triton
     assert graded, stubs.stdout[-3000:]
@@ -70,6 +71,7 @@ def test_untouched_stubs_are_not_started_and_fail_the_run(stubs):
     assert "faster than your chunked one" not in stubs.stdout
 
 
+@pytest.mark.e2e
 def test_the_reference_solutions_earn_every_point_and_the_speed_line(solutions):
     tests = solutions.results["tests"]
     assert tests, solutions.stdout[-3000:]
@@ -81,6 +83,7 @@ def test_the_reference_solutions_earn_every_point_and_the_speed_line(solutions):
     assert re.search(r"your fused backward \(exercises 2-4\): [\d.]+x faster than your chunked one", solutions.stdout)
 
 
+@pytest.mark.e2e
 def test_a_selection_by_keyword_is_scored_as_the_selected_tests_out_of_their_own_points(tmp_path):
     ex2 = grade(tmp_path, "-p", "no:randomly", "-k", "ex2")
     assert (
@@ -90,6 +93,7 @@ def test_a_selection_by_keyword_is_scored_as_the_selected_tests_out_of_their_own
     assert ex2.results["extra_data"]["selection"] == {"tests": 2, "full_total": 100.0}
 
 
+@pytest.mark.e2e
 def test_one_gradient_run_by_its_node_id_is_worth_its_two_points(tmp_path):
     one = grade(
         tmp_path, "-p", "no:randomly", tests="exercises/test_ex1_chunked_backward.py::test_gradient[cpu-logprobs]"
@@ -99,6 +103,7 @@ def test_one_gradient_run_by_its_node_id_is_worth_its_two_points(tmp_path):
     assert any(line.endswith("0 of 1 selected tests passed (the full exercise is out of 59)") for line in lines)
 
 
+@pytest.mark.e2e
 def test_a_shuffled_run_gives_the_same_results_as_one_in_the_files_order(stubs, tmp_path):
     pytest.importorskip("pytest_randomly", reason="pytest-randomly is not installed (pip install pytest-randomly)")
     shuffled = grade(tmp_path, "-p", "randomly", "--randomly-seed=20240229")
@@ -126,12 +131,14 @@ def benchmarks_only() -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_benchmark_only_gives_no_score_instead_of_zero(benchmarks_only):
     assert benchmarks_only.returncode == 0, benchmarks_only.stdout[-3000:]
     assert "not graded: --benchmark-only skips the grading tests" in benchmarks_only.stdout
     assert "Score:" not in benchmarks_only.stdout
 
 
+@pytest.mark.e2e
 def test_benchmark_only_ends_with_the_bench_table_of_what_it_timed(benchmarks_only):
     table = benchmarks_only.stdout.split("gradcheck-kit: benchmarks", 1)[1]
     assert re.search(r"^copy bandwidth: [\d.]+ GB/s", table, re.M)
@@ -158,6 +165,7 @@ def table_rows(text: str) -> list[dict[str, str]]:
     return rows
 
 
+@pytest.mark.e2e
 def test_benchmark_only_refuses_to_write_a_gradescope_file(tmp_path):
     run = pytest_exercises("--benchmark-only", f"--gradcheck-gradescope={tmp_path / 'results.json'}")
     assert run.returncode == 4

@@ -5,21 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-# Loaded before pytester's in-process run, whose module snapshot must not unload torch.
-import torch  # noqa: F401
+from gradcheck_kit.autograder.gradescope import validate
 
-from gradcheck_kit.autograder.command import _run_isolated, find_exercises, pytest_command
-from gradcheck_kit.autograder.gradescope import validate, write_json
-from gradcheck_kit.cli import main
+# Each test grades a folder with `gradcheck-kit grade`, in a child process that runs pytest.
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -232,74 +228,3 @@ def test_full_marks_exit_zero_and_a_conftest_in_the_submission_is_never_imported
     assert "Score: 100 / 100" in process.stdout.splitlines()
     assert process.returncode == 0
     assert not (student / "conftest-was-imported").exists()
-
-
-def test_plain_pytest_refuses_to_grade_when_it_imported_the_submissions_conftest(pytester: pytest.Pytester):
-    pytester.makeconftest((ROOT / "exercises" / "conftest.py").read_text(encoding="utf-8"))
-    student = pytester.mkdir("student")
-    (student / "conftest.py").write_text("")
-    result = pytester.runpytest("-p", "no:cacheprovider", "--impl", str(student))
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [f"*conftest.py was imported by pytest as a conftest*write --gradcheck-impl={student} (one word)*"]
-    )
-    for spelling in ("--gradcheck-impl", "--impl"):
-        ran = pytester.runpytest("-p", "no:cacheprovider", f"{spelling}={student}")
-        assert ran.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-
-
-def test_a_missing_submission_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert main(["grade", str(tmp_path / "nowhere")]) == 2
-    assert f"gradcheck-kit grade: error: {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
-
-
-def test_an_exercises_folder_without_a_conftest_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert main(["grade", str(tmp_path), "--exercises", str(tmp_path)]) == 2
-    assert "not an exercises folder (it has no conftest.py)" in capsys.readouterr().err
-
-
-def test_the_exercises_folder_in_the_current_directory_comes_first(tmp_path: Path):
-    (tmp_path / "exercises").mkdir()
-    (tmp_path / "exercises" / "conftest.py").write_text("")
-    assert find_exercises(None, cwd=tmp_path) == (tmp_path / "exercises").resolve()
-    assert find_exercises(None, cwd=tmp_path / "exercises") == ROOT / "exercises"
-
-
-def test_workers_use_xdists_default_scheduling_and_options_reach_pytest_as_single_words(tmp_path: Path):
-    command = pytest_command(
-        tmp_path / "exercises", tmp_path / "student", tmp_path / "r.json", timeout=5, workers="2", device="cpu"
-    )
-    # --dist loadfile can wait forever once a submission kills a worker (pytest-dev/pytest-xdist#784).
-    assert command[command.index("-n") :][:2] == ["-n", "2"] and "--dist" not in command
-    assert f"--gradcheck-impl={tmp_path / 'student'}" in command
-    assert f"--gradcheck-gradescope={tmp_path / 'r.json'}" in command
-    assert "--gradcheck-timeout=5" in command and "--gradcheck-device=cpu" in command
-    assert command[command.index("gradcheck") - 1] == "-m"
-
-
-def test_a_second_ctrl_c_while_waiting_for_the_grader_still_stops_it(tmp_path: Path, ends_within):
-    # A grader that ignores the first Ctrl-C (SIGINT), and the user presses it again.
-    pid_file = tmp_path / "pid"
-    child = (
-        f"import os, pathlib, signal, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); "
-        "signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(120)"
-    )
-    command = [sys.executable, "-c", child]
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            _run_isolated(command, cwd=tmp_path, deadline=1.0)
-    finally:
-        timer.cancel()
-    assert ends_within(int(pid_file.read_text()), 10), "the grader went on after the second Ctrl-C"
-
-
-def test_results_json_can_be_read_by_others_as_the_umask_allows(tmp_path: Path):
-    mask = os.umask(0o022)
-    try:
-        write_json(tmp_path / "results.json", {"score": 1})
-    finally:
-        os.umask(mask)
-    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

@@ -124,6 +124,7 @@ def test_the_seed_and_devices_are_printed_in_the_header(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(["gradcheck-kit *: seed 2147483647, devices auto"])
 
 
+@pytest.mark.e2e  # pytest-xdist's workers are child processes that import torch
 def test_tables_are_printed_by_the_controller_under_xdist(pytester: pytest.Pytester):
     pytest.importorskip("xdist")
     pytester.makepyfile(ROWS_TEST)

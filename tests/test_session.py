@@ -10,6 +10,7 @@ import pytest
 # Loaded before pytester's in-process runs, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
+import gradcheck_kit.autograder.session  # noqa: F401  (what the course's conftest imports, loaded once)
 import gradcheck_kit.report  # noqa: F401
 from gradcheck_kit.autograder.gradescope import validate
 
@@ -275,6 +276,7 @@ def test_a_mistake_in_points_toml_stops_the_run_before_grading(course: pytest.Py
     result.stderr.fnmatch_lines(["*points.toml [[]ex1[]]: points must be a number of at least 0, got 'ten'"])
 
 
+@pytest.mark.e2e  # pytest-xdist's workers are child processes that import torch
 def test_grading_under_xdist_gives_the_same_results_and_tables(course: pytest.Pytester):
     pytest.importorskip("xdist")
     serial = course.runpytest("-p", "no:cacheprovider", "--gradescope=serial.json")
@@ -288,3 +290,17 @@ def test_grading_under_xdist_gives_the_same_results_and_tables(course: pytest.Py
 
     assert summary(parallel.outlines) == summary(serial.outlines)
     assert any(line.startswith("Score: 9 / 15") for line in parallel.outlines)
+
+
+def test_plain_pytest_refuses_to_grade_when_it_imported_the_submissions_conftest(pytester: pytest.Pytester):
+    pytester.makeconftest(EXERCISES_CONFTEST.read_text(encoding="utf-8"))
+    student = pytester.mkdir("student")
+    (student / "conftest.py").write_text("")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--impl", str(student))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*conftest.py was imported by pytest as a conftest*write --gradcheck-impl={student} (one word)*"]
+    )
+    for spelling in ("--gradcheck-impl", "--impl"):
+        ran = pytester.runpytest("-p", "no:cacheprovider", f"{spelling}={student}")
+        assert ran.ret == pytest.ExitCode.NO_TESTS_COLLECTED
