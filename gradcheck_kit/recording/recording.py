@@ -161,7 +161,14 @@ class Recording:
             raise KeyError(f"no local graph for {name!r}: it was not computed from recorded tensors")
         ins = self.inputs[name]
         sources = [self._local_leaf.get(i, self.leaves.get(i)) for i in ins]
-        grads = torch.autograd.grad(self._local_out[name], sources, grad_output, retain_graph=True, allow_unused=True)
+        out = self._local_out[name]
+        if grad_output.shape != out.shape:
+            raise RuntimeError(
+                f"local_vjp({name!r}): grad_output has shape {tuple(grad_output.shape)}, not {tuple(out.shape)}"
+            )
+        # Differentiating the scalar sum(out * g) gives 1.0 * g, exactly g, down the same graph; a tensor
+        # passed as grad_outputs would import torch.fx's symbolic shapes and sympy (0.3 s) to check it.
+        grads = torch.autograd.grad((out * grad_output).sum(), sources, retain_graph=True, allow_unused=True)
         return dict(zip(ins, grads, strict=True))
 
     def check(self, loss: torch.Tensor, manual: Mapping[str, Any] | None = None, *, prefix: str = "d") -> Report:
