@@ -19,11 +19,10 @@ from gradcheck_kit.autograder.gradescope import to_gradescope, write_json
 from gradcheck_kit.autograder.points import Scheme
 from gradcheck_kit.autograder.results import Results
 
-__all__ = ["DEFAULT_TIMEOUT", "HINTS_FILE", "POINTS_FILE", "GradingRun", "describe_limits"]
+__all__ = ["DEFAULT_TIMEOUT", "POINTS_FILE", "GradingRun", "describe_limits"]
 
-#: The files of a course folder, beside its tests.
+#: The file of a course folder, beside its tests, that sets points, visibility and time limits.
 POINTS_FILE = "points.toml"
-HINTS_FILE = "hints.toml"
 #: Seconds one call of a student's function may run where neither points.toml nor the option says.
 DEFAULT_TIMEOUT = 60.0
 
@@ -59,10 +58,6 @@ class GradingRun:
             SchemeError: when points.toml cannot be applied.
         """
         return cls(course, implementation, Scheme.load(course / POINTS_FILE), timeout, seed)
-
-    @property
-    def hints_file(self) -> Path:
-        return self.course / HINTS_FILE
 
     def time_limits(self) -> tuple[float, dict[str, float]]:
         """Seconds per call: the default and each exercise's; the option, when given, is every exercise's."""
