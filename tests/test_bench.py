@@ -458,18 +458,34 @@ def test_an_unknown_device_is_a_usage_error(capsys):
     assert "--device nonsense" in capsys.readouterr().err
 
 
-def test_the_speed_line_compares_the_students_own_fused_and_chunked_passes():
-    line = speed_line(SOLUTIONS)
+@pytest.fixture(scope="module")
+def in_process():
+    # The same steps as a worker, in this process: the guard, the loading, the copies.
+    from gradcheck_kit.sandbox.box import Sandbox
+
+    return Sandbox(isolate=False)
+
+
+def test_the_speed_line_compares_the_students_own_fused_and_chunked_passes(in_process):
+    line = speed_line(SOLUTIONS, in_process)
     assert line is not None
     assert line.startswith("your fused backward (exercises 2-4): ")
     assert "than your chunked one (exercise 1)" in line
 
 
-def test_no_speed_line_until_both_pass(tmp_path):
-    assert speed_line(EXERCISES) is None
+def test_no_speed_line_until_both_pass(tmp_path, in_process):
+    assert speed_line(EXERCISES, in_process) is None
     shutil.copytree(SOLUTIONS, tmp_path, dirs_exist_ok=True)
     (tmp_path / "ex2_cross_entropy.py").write_text(WRONG_CROSS_ENTROPY)
-    assert speed_line(tmp_path) is None
+    assert speed_line(tmp_path, in_process) is None
+
+
+def test_the_speed_lines_passes_run_under_the_guard(tmp_path, in_process):
+    shutil.copytree(SOLUTIONS, tmp_path, dirs_exist_ok=True)
+    source = (tmp_path / "ex4_embedding.py").read_text()
+    cheat = "    import torch\n    torch.ones(1, requires_grad=True).sum().backward()\n"
+    (tmp_path / "ex4_embedding.py").write_text(source.replace('    """\n', '    """\n' + cheat, 1))
+    assert speed_line(tmp_path, in_process) is None
 
 
 # ----------------------------------------------------------------- pytest-benchmark

@@ -60,7 +60,7 @@ def _mlp_chunked(f: Any) -> dict[str, torch.Tensor]:
     )
 
 
-def _mlp_fused(
+def fused_pass(
     f: Any,
     cross_entropy: Callable[..., torch.Tensor] = v.cross_entropy_fused,
     batchnorm: Callable[..., torch.Tensor] = v.batchnorm_fused,
@@ -91,7 +91,7 @@ def _mlp_impl(impl: Implementation, device: torch.device) -> tuple[Variant, ...]
         emb = impl.function(files[2], "embedding_backward")
         found.append(
             Variant(
-                "impl-fused", f"{impl.label} fused (ex 2-4)", lambda i: lambda: _mlp_fused(i.f, ce, bn, emb),
+                "impl-fused", f"{impl.label} fused (ex 2-4)", lambda i: lambda: fused_pass(i.f, ce, bn, emb),
                 source=impl.label, checked=PARAMETERS, student=True,
             )
         )  # fmt: skip
@@ -108,7 +108,7 @@ MLP = Op(
     make_inputs=_mlp_inputs,
     variants=(
         Variant("chunked", "chunked (ex 1)", lambda i: lambda: _mlp_chunked(i.f), checked=PARAMETERS),
-        Variant("fused", "fused (ex 2-4)", lambda i: lambda: _mlp_fused(i.f), checked=PARAMETERS),
+        Variant("fused", "fused (ex 2-4)", lambda i: lambda: fused_pass(i.f), checked=PARAMETERS),
         Variant("autograd", "loss.backward()", _mlp_autograd, checked=PARAMETERS),
     ),
     impl_variants=_mlp_impl,
