@@ -979,3 +979,15 @@ def test_the_limits_are_hard(sandbox: Sandbox, tmp_path: Path) -> None:
     value = sandbox.call(path, "f").value
     assert value["RLIMIT_AS"] == [3 * GiB, 3 * GiB] and value["RLIMIT_CORE"] == [0, 0]
     assert value["raised"] == "not allowed to raise maximum limit"
+
+
+@needs_own_user
+def test_a_folder_the_sandboxs_user_may_not_read_is_named_when_a_call_fails(sandbox: Sandbox, tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "data.txt").write_text("42")
+    path = student(private, "def f():\n    return open('data.txt').read()\n\ndef g():\n    return 1\n")
+    assert sandbox.call(path, "g").value == 1  # the graded file itself is handed to the worker
+    outcome = sandbox.call(path, "f")
+    assert outcome.status == "error"
+    assert f"(the folder {private} cannot be read by the sandbox's user (uid {sandbox_user().uid})" in outcome.message

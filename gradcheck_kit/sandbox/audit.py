@@ -101,7 +101,7 @@ def install(policy: Policy) -> None:
     """Add the worker's audit hook for ``policy``; it stays for the life of the process."""
     # Everything the hook uses is bound here, never looked up in a module or in builtins
     # when it runs: the student's code could replace those.
-    _type, _str, _bytes, _int, _len, _tuple, _set = type, str, bytes, int, len, tuple, set
+    _type, _str, _bytes, _int, _tuple, _set = type, str, bytes, int, tuple, set
     os_open, os_close, os_readlink, os_getcwd, os_getpid = os.open, os.close, os.readlink, os.getcwd, os.getpid
     os_fspath, get_ident, refused_class = os.fspath, _thread.get_ident, Refused
     path_flags = getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC

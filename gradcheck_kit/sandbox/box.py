@@ -41,9 +41,12 @@ types they share, which this module re-exports.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import os
 import pickle
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,12 +92,13 @@ class _Scope:
     guarded: bool
     processes: bool
     cuda: bool
+    # Modules of gradcheck_kit the call's driver imports, loaded before the worker is confined.
+    preload: tuple[str, ...] = ()
 
     def serves(self, other: _Scope) -> bool:
         # A worker that may use CUDA also serves calls on the CPU, as before it had workers per device.
-        return (self.folders, self.guarded, self.processes) == (other.folders, other.guarded, other.processes) and (
-            self.cuda or not other.cuda
-        )
+        same = (self.folders, self.guarded, self.processes, self.preload)
+        return same == (other.folders, other.guarded, other.processes, other.preload) and (self.cuda or not other.cuda)
 
 
 class Sandbox:
@@ -121,7 +125,8 @@ class Sandbox:
             uid of its own (see :mod:`~gradcheck_kit.sandbox.isolation`).
         reply_limit: the most bytes a call's reply may take, checked before it is read.
         process_limit: processes and threads the worker's user may have
-            (``RLIMIT_NPROC``); torch's thread pools need some.
+            (``RLIMIT_NPROC``); torch's thread pools need some. None: 256, or two a
+            core and 64 more on a machine with more than 96 cores.
         file_size_limit: the largest file a worker may write (``RLIMIT_FSIZE``).
         open_files_limit: file descriptors a worker may hold (``RLIMIT_NOFILE``).
     """
@@ -135,7 +140,7 @@ class Sandbox:
         start_timeout: float = 120.0,
         user: str | int | None = None,
         reply_limit: int = _GiB,
-        process_limit: int = 256,
+        process_limit: int | None = None,
         file_size_limit: int = 256 * _MiB,
         open_files_limit: int = 1024,
     ) -> None:
@@ -207,7 +212,8 @@ class Sandbox:
         call = Call(path, func_name, args, kwargs, device, guarded=guarded, student_files=files, sources=sources)
         if not self.isolate:
             return run_here(call)
-        scope = _Scope(_folders(files or (path,)), guarded, processes, _on_cuda(device))
+        preload = _imported_by(path, _mtime(path)) if files else ()
+        scope = _Scope(_folders(files or (path,)), guarded, processes, _on_cuda(device), preload)
         call = dataclasses.replace(
             call,
             # A tensor that requires grad and is not a leaf cannot be pickled.
@@ -253,6 +259,10 @@ class Sandbox:
             self.close()
             raise
         reply = worker.reply(answer, limit, time.perf_counter() - started, memory_limit)
+        notes = [note for folder, note in worker.unreadable.items() if _unreadable_mattered(reply.outcome, folder)]
+        if notes:
+            message = reply.outcome.message + "".join(f"\n({note})" for note in notes)
+            reply = reply._replace(outcome=dataclasses.replace(reply.outcome, message=message))
         if not reply.reusable:
             self.close()
         else:
@@ -272,7 +282,7 @@ class Sandbox:
             uid=None if user is None else user.uid,
             gid=None if user is None else user.gid,
             memory_limit=None if scope.cuda else self.memory_limit,
-            processes=self.process_limit,
+            processes=self.process_limit or max(256, 2 * (os.cpu_count() or 1) + 64),
             file_size=self.file_size_limit,
             open_files=self.open_files_limit,
             temp_dir="",
@@ -281,8 +291,22 @@ class Sandbox:
             spawn=scope.processes,
             cuda=scope.cuda,
             package=PACKAGE,
+            preload=scope.preload,
         )
         return Worker(self.start_timeout, confinement, user, self.reply_limit)
+
+
+def _unreadable_mattered(outcome: Outcome, folder: str) -> bool:
+    """Whether a failed call may have failed because the worker could not read ``folder``: a module of it, a file."""
+    if outcome.ok:
+        return False
+    if "Permission denied" in outcome.message or "PermissionError" in outcome.message:
+        return True
+    missing = re.search(r"No module named '([\w.]+)'", outcome.message)
+    if missing is None:
+        return False
+    top = missing[1].partition(".")[0]
+    return os.path.exists(os.path.join(folder, top + ".py")) or os.path.isdir(os.path.join(folder, top))
 
 
 def _on_cuda(device: str) -> bool:
@@ -297,6 +321,70 @@ def _folders(files: Sequence[str]) -> tuple[str, ...]:
         if folder != PACKAGE and not folder.startswith(PACKAGE + os.sep) and folder not in folders:
             folders.append(folder)
     return tuple(folders)
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+@functools.lru_cache(maxsize=64)
+def _imported_by(driver: str, mtime: int) -> tuple[str, ...]:
+    """The modules of gradcheck_kit a driver imports, anywhere in its file, and those they import in turn.
+
+    A confined worker refuses to import gradcheck_kit's modules (they hold the references) or
+    to read their files, for the driver as for the student's code, which runs in the same
+    process: what the driver needs is imported before the worker is confined. ``mtime`` keys
+    the cache: an edited driver is read again.
+    """
+    found: list[str] = []
+    todo = [(driver, None)]
+    while todo:
+        file, package = todo.pop()
+        try:
+            tree = ast.parse(Path(file).read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _absolute(node.module, node.level, package)
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names] if base else []
+            else:
+                continue
+            for name in names:
+                if name.partition(".")[0] != "gradcheck_kit" or name in found:
+                    continue
+                origin = _module_file(name)
+                if origin is not None:
+                    found.append(name)
+                    is_package = os.path.basename(origin) == "__init__.py"
+                    todo.append((origin, name if is_package else name.rpartition(".")[0]))
+    return tuple(sorted(found))
+
+
+def _absolute(module: str | None, level: int, package: str | None) -> str | None:
+    if level == 0:
+        return module
+    if package is None:
+        return None
+    parts = package.split(".")
+    if level - 1 > len(parts) - 1:
+        return None
+    base = ".".join(parts[: len(parts) - (level - 1)])
+    return f"{base}.{module}" if module else base
+
+
+def _module_file(name: str) -> str | None:
+    """The source file of module ``name`` of gradcheck_kit, without importing it; None for a name that is no module."""
+    relative = name.split(".")[1:]
+    for candidate in (Path(PACKAGE, *relative).with_suffix(".py"), Path(PACKAGE, *relative, "__init__.py")):
+        if candidate.is_file():
+            return str(candidate)
+    return None
 
 
 def _read_sources(files: Sequence[str]) -> tuple[tuple[str, bytes], ...]:

@@ -66,6 +66,7 @@ class Confinement:
         spawn: the code may start processes (Triton's compiler does).
         cuda: calls may use CUDA.
         package: the folder of gradcheck_kit, whose files (but for those the worker has loaded) stay out of reach.
+        preload: modules to import first, while nothing is confined: those the call's driver imports.
     """
 
     uid: int | None
@@ -80,19 +81,23 @@ class Confinement:
     spawn: bool
     cuda: bool
     package: str
+    preload: tuple[str, ...] = ()
 
 
 def apply(c: Confinement) -> dict[str, Any]:
     """Confine this process as ``c`` says.
 
     Returns:
-        What the grader is told: ``notes`` (the folders the worker cannot read) and ``landlock``
-        (the Landlock ABI it is confined with, 0 for none).
+        What the grader is told: ``unreadable`` (the folders the worker cannot read, with a
+        note for each) and ``landlock`` (the Landlock ABI it is confined with, 0 for none).
 
     Raises:
         RuntimeError: when the worker could not switch to the sandbox's user, or cannot read the Python installation.
     """
     grader_cwd = os.getcwd()
+    for name in c.preload:
+        with contextlib.suppress(Exception):  # the driver says so itself when it runs
+            importlib.import_module(name)
     _use_temp_dir(c)
     sys.dont_write_bytecode = True  # nothing written beside the submission's files
     if c.guarded:
@@ -108,9 +113,9 @@ def apply(c: Confinement) -> dict[str, Any]:
     torch = sys.modules.get("torch")
     needed = (os.path.dirname(os.__file__),) + ((os.path.dirname(torch.__file__),) if torch is not None else ())
     _check_readable(needed, fatal=True)
-    notes = _check_readable(c.folders, fatal=False)
+    unreadable = _check_readable(c.folders, fatal=False)
     audit.install(_policy(c, grader_cwd))
-    return {"notes": notes, "landlock": locked}
+    return {"unreadable": unreadable, "landlock": locked}
 
 
 def python_roots() -> tuple[str, ...]:
@@ -237,8 +242,7 @@ def _landlock(c: Confinement, grader_cwd: str) -> int:
         return landlock.restrict(
             read=read, write=[c.temp_dir, *audit.DEVICES], hide=hide, read_files=_loaded_package_files(c.package)
         )
-    except OSError as exc:  # a kernel that has Landlock but refuses this ruleset: the other protections stand
-        print(f"gradcheck-kit: Landlock was not applied: {exc}", file=sys.stderr)
+    except OSError:  # a kernel that has Landlock but refuses this ruleset: the other protections stand
         return 0
 
 
@@ -265,8 +269,9 @@ def _prctl(option: int, value: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
-def _check_readable(folders: tuple[str, ...], fatal: bool) -> list[str]:
-    notes = []
+def _check_readable(folders: tuple[str, ...], fatal: bool) -> dict[str, str]:
+    """The folders of ``folders`` this process cannot read, each with what to say about it."""
+    notes = {}
     for folder in folders:
         if not os.access(folder, os.R_OK | os.X_OK):
             note = (
@@ -276,7 +281,7 @@ def _check_readable(folders: tuple[str, ...], fatal: bool) -> list[str]:
             )
             if fatal:
                 raise RuntimeError(note.replace("the graded files are handed to it, but nothing else", "nothing"))
-            notes.append(note)
+            notes[folder] = note
     return notes
 
 

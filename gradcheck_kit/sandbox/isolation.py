@@ -35,8 +35,8 @@ ENVIRONMENT = "GRADCHECK_SANDBOX_USER"
 #: Dedicated uids are taken from here up to 65533: within the 65536 ids a container's user namespace maps.
 FIRST_UID = 64000
 _LAST_UID = 65533
-# CAP_KILL, CAP_SETGID, CAP_SETUID: what ending the sandbox's processes and switching to its user take.
-_CAPABILITIES = {"CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
+# What giving the worker its temporary folder, ending the sandbox's processes and switching to its user take.
+_CAPABILITIES = {"CAP_CHOWN": 0, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
 
 
 class SandboxUserError(RuntimeError):

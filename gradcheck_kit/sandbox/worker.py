@@ -102,7 +102,8 @@ class Worker:
         self.reply_limit = reply_limit
         self.temp_dir = _make_temp_dir(user)
         self.confinement = dataclasses.replace(confinement, temp_dir=self.temp_dir)
-        self.notes: list[str] = []
+        #: Folders of the submission the worker cannot read, with a note for each.
+        self.unreadable: dict[str, str] = {}
         self.landlock = 0
         self._log = _anonymous_file()
         context = _context()
@@ -124,7 +125,7 @@ class Worker:
         answer = self._receive(time.monotonic() + start_timeout, 1024**2, start=True)
         if isinstance(answer, (bytes, bytearray)) and answer.startswith(b"ready\n"):
             started = json.loads(bytes(answer[6:]).decode("utf-8"))
-            self.notes, self.landlock = list(started["notes"]), int(started["landlock"])
+            self.unreadable, self.landlock = dict(started["unreadable"]), int(started["landlock"])
             return
         if isinstance(answer, (bytes, bytearray)):  # it refused to run as it was asked to
             why = bytes(answer).decode("utf-8", "replace").removeprefix("refused\n")
