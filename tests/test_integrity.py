@@ -292,6 +292,15 @@ HOSTILE_FILES = {
     "kills_grader/ex2_cross_entropy.py": {"unknown-import"},
     "kills_grader/ex3_batchnorm.py": {"exit"},
     "kills_grader/ex4_embedding.py": {"process", "signals"},
+    "forges_results/ex2_cross_entropy.py": {"filesystem", "introspection", "process", "signals"},
+    "outlives_its_check/ex2_cross_entropy.py": {"exit", "filesystem", "introspection", "process", "unknown-import"},
+    "plants_files/ex2_cross_entropy.py": {"filesystem", "grader-import", "introspection", "process", "unknown-import"},
+    "reads_references/ex2_cross_entropy.py": {"dynamic-code", "filesystem", "grader-import", "introspection"},
+    "reads_references/ex3_batchnorm.py": {"dynamic-code", "grader-import", "introspection"},
+    "exhausts_resources/ex2_cross_entropy.py": set(),  # nothing to see in the source: the sandbox stops it
+    "exhausts_resources/ex3_batchnorm.py": {"process"},
+    "exhausts_resources/ex4_embedding.py": set(),
+    "stops_fork_server/ex2_cross_entropy.py": {"process", "signals"},
 }
 
 
