@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradcheck_kit.autograder.gradescope import to_gradescope, write_json
 from gradcheck_kit.autograder.points import Scheme
 from gradcheck_kit.autograder.results import Results
+
+if TYPE_CHECKING:
+    from gradcheck_kit.autograder.integrity import IntegrityReport
 
 __all__ = ["DEFAULT_TIMEOUT", "POINTS_FILE", "GradingRun", "describe_limits"]
 
@@ -59,6 +63,17 @@ class GradingRun:
         """
         return cls(course, implementation, Scheme.load(course / POINTS_FILE), timeout, seed)
 
+    @cached_property
+    def integrity(self) -> IntegrityReport:
+        """What the submission's source does that grading cannot stop in its process, read once, never run."""
+        from gradcheck_kit.autograder.integrity import scan_submission
+
+        report = scan_submission(self.implementation)
+        if self.implementation.resolve() == self.course.resolve():
+            # Grading the course's own folder in place: its conftest.py is the grader's, not planted.
+            report = replace(report, files=tuple(scan for scan in report.files if scan.reason != "planted"))
+        return report
+
     def time_limits(self) -> tuple[float, dict[str, float]]:
         """Seconds per call: the default and each exercise's; the option, when given, is every exercise's."""
         if self.timeout is not None:
@@ -99,6 +114,8 @@ class GradingRun:
                 "hypothesis": "derandomized",
                 "time_limits": {"default": default, **limits},
                 "implementation": str(self.implementation),
+                # For the instructor: Gradescope shows students the tests' output, not extra_data.
+                "integrity": self.integrity.as_dict(),
             },
         )
 

@@ -257,6 +257,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if line:
         terminalreporter.write_sep("=", "gradcheck-kit: speed")
         terminalreporter.write_line(line)
+    integrity = _run(config).integrity
+    if integrity.findings:
+        terminalreporter.write_sep("=", "gradcheck-kit: integrity")
+        terminalreporter.write_line(integrity.to_text())
     terminalreporter.write_sep("=", "gradcheck-kit: score")
     for line in results.summary_lines():
         terminalreporter.write_line(line)
