@@ -18,7 +18,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "grade a folder of exercise solutions (tables, score, Gradescope results.json)",
     ),
     "bench": ("gradcheck_kit.bench.cli", "benchmark fused against chunked backward passes"),
-    "train": ("gradcheck_kit.makemore.train_command", "train the MLP with an implementation's own backward and show its health"),
+    "train": (
+        "gradcheck_kit.makemore.train_command",
+        "train the MLP with an implementation's own backward and show its health",
+    ),
+    "integrity": (
+        "gradcheck_kit.autograder.integrity.command",
+        "flag what a submission's source does that grading cannot stop (read, never run)",
+    ),
 }
 
 

@@ -476,10 +476,15 @@ def test_the_command_prints_the_report_of_a_folder(capsys):
 
 
 def test_the_command_refuses_a_folder_that_does_not_exist(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "nowhere")])
-    assert exit_info.value.code == 2
+    assert main([str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_gradcheck_kit_integrity_is_the_same_command(capsys):
+    from gradcheck_kit.cli import main as cli_main
+
+    assert cli_main(["integrity", str(HOSTILE / "mixed")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("integrity: 3 findings in 3 files")
 
 
 def test_the_module_runs_as_a_command_without_importing_torch():
