@@ -16,6 +16,7 @@ are for self-checking only. :func:`describe` says which of the two is in force.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import secrets
@@ -164,8 +165,15 @@ def _lock(uid: int) -> bool:
     except OSError:
         lock.close()
         return False
+    if not _locks:
+        atexit.register(_release)
     _locks.append(lock)
     return True
+
+
+def _release() -> None:
+    for lock in _locks:
+        lock.close()
 
 
 def _pids(pids: Collection[int]) -> str:

@@ -71,12 +71,12 @@ def abi() -> int:
 
 
 def describe() -> str:
-    """``", Landlock (...)"`` for the run's header, naming what this kernel's Landlock confines; empty without it."""
+    """``", Landlock on the CPU (...)"`` for the run's header: what the kernel's Landlock confines, if any."""
     version = abi()
     if version == 0:
         return ""
     what = ["files"] + (["network"] if version >= 4 else []) + (["signals"] if version >= 6 else [])
-    return f", Landlock ({', '.join(what)})"
+    return f", Landlock on the CPU ({', '.join(what)})"
 
 
 def _handled(version: int) -> int:
