@@ -93,17 +93,25 @@ def submission(tmp_path: Path) -> Iterator[callable]:
 
 
 def snapshot(*also: Path) -> dict[str, tuple[int, int]]:
-    """Every file's modification time and size in the repository's code, its top, site-packages and ``also``."""
+    """What the attacks could change: each file's modification time and size, and each folder's entries.
+
+    Every file of exercises/, solutions/ and ``also``; of gradcheck_kit/, every folder's entries and
+    the files the attacks write to, not every file's time: in a checkout others edit, the package's
+    files change under a test that runs for a minute.
+    """
     found: dict[str, tuple[int, int]] = {}
-    trees = [EXERCISES, SOLUTIONS, ROOT / "gradcheck_kit", *also]
-    for tree in trees:
+    for tree in (EXERCISES, SOLUTIONS, *also):
         paths = [tree] if tree.is_file() else [p for p in tree.rglob("*") if "__pycache__" not in p.parts]
         for path in paths:
             if path.is_file():
                 stat = path.stat()
                 found[str(path)] = (stat.st_mtime_ns, stat.st_size)
-    for folder in (ROOT, *map(Path, site.getsitepackages())):
-        found[f"{folder} lists"] = (len(list(folder.iterdir())), 0)
+    package = ROOT / "gradcheck_kit"
+    folders = [ROOT, package, *(p for p in package.rglob("*") if p.is_dir() and p.name != "__pycache__")]
+    for folder in (*folders, *map(Path, site.getsitepackages())):
+        found[f"{folder}/"] = (hash(tuple(sorted(p.name for p in folder.iterdir() if p.name != "__pycache__"))), 0)
+    for path in (package / "__init__.py", package / "sandbox" / "audit.py"):
+        found[str(path)] = (path.stat().st_mtime_ns, path.stat().st_size)
     return found
 
 
