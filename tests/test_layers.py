@@ -267,3 +267,23 @@ def test_layers_that_keep_their_parameters_in_a_list_get_the_graders_parameters(
     grader = in_process_grader(tmp_path)
     for check in EX5:
         assert failing(grade(grader, check)) == {}, check
+
+
+def test_the_graders_reference_layers_are_the_solutions_layers():
+    from gradcheck_kit.makemore import manual_layers
+    from gradcheck_kit.sandbox.loading import load_module
+
+    solution = load_module(Path(__file__).resolve().parents[1] / "solutions" / "ex5_layers.py")
+    g = torch.Generator().manual_seed(0)
+    x, dout = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    for name, args in (("Linear", (6, 6)), ("BatchNorm1d", (6,)), ("Tanh", ())):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            ours = getattr(manual_layers, name)(*args)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            theirs = getattr(solution, name)(*args)
+        assert torch.equal(ours(x), theirs(x)), name
+        assert torch.equal(ours.backward(dout), theirs.backward(dout)), name
+        for a, b in zip(ours.grads(), theirs.grads(), strict=True):
+            assert torch.equal(a, b), name

@@ -7,6 +7,10 @@ nothing here uses autograd. Each layer keeps what its backward pass needs
 during the forward pass; ``backward(dout)`` returns the gradient of its input
 and stores those of its parameters as ``d<name>``, listed by ``grads()`` in the
 order of ``parameters()``.
+
+They are the code of a course's ``solutions/ex5_layers.py``, kept here because a
+course's solutions are not installed with the package and are out of reach of the
+worker; ``tests/test_layers.py`` checks that the two agree.
 """
 
 from __future__ import annotations
