@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
+from gradcheck_kit.course.shapes import GRADING_SETTINGS, configs
 from gradcheck_kit.makemore.model import GRADED, Config
 from gradcheck_kit.report import NOT_STARTED
-from gradcheck_kit.course.shapes import GRADING_SETTINGS, configs
 
 pytestmark = pytest.mark.gradcheck(exercise="ex1")
 

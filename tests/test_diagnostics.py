@@ -11,8 +11,8 @@ import torch
 
 from gradcheck_kit.makemore import training
 from gradcheck_kit.makemore.health import Diagnostics, WeightStats, measure, snapshot
-from gradcheck_kit.sandbox.loading import load_module
 from gradcheck_kit.makemore.names import load_dataset
+from gradcheck_kit.sandbox.loading import load_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
