@@ -85,8 +85,7 @@ class Policy:
             or a folder above it decides whether the file may be read. A file no
             rule covers may not.
         write: folders (and files) in which files may be created, written and removed.
-        files: whether files and imports are checked at all; a harness that runs
-            unguarded (``guarded=False``) reads what it likes.
+        files: whether files and imports are checked at all.
         processes: whether the code may start processes and use ctypes (Triton's
             compiler runs ``ptxas``).
     """

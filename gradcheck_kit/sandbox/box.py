@@ -89,7 +89,6 @@ class _Scope:
     """What a worker is confined for: a call with another scope gets a worker of its own."""
 
     folders: tuple[str, ...]
-    guarded: bool
     processes: bool
     cuda: bool
     # Modules of gradcheck_kit the call's driver imports, loaded before the worker is confined.
@@ -97,8 +96,8 @@ class _Scope:
 
     def serves(self, other: _Scope) -> bool:
         # A worker that may use CUDA also serves calls on the CPU, as before it had workers per device.
-        same = (self.folders, self.guarded, self.processes, self.preload)
-        return same == (other.folders, other.guarded, other.processes, other.preload) and (self.cuda or not other.cuda)
+        same = (self.folders, self.processes, self.preload)
+        return same == (other.folders, other.processes, other.preload) and (self.cuda or not other.cuda)
 
 
 class Sandbox:
@@ -165,7 +164,6 @@ class Sandbox:
         *args: Any,
         device: str = "cpu",
         timeout: float | None = None,
-        guarded: bool = True,
         student_files: Sequence[str | os.PathLike[str]] = (),
         processes: bool = False,
         **kwargs: Any,
@@ -175,9 +173,12 @@ class Sandbox:
         The file is loaded afresh, so edits are seen. Tensors in the
         arguments (also inside lists, tuples, dicts and SimpleNamespaces) are
         handed over as detached copies on ``device``: the caller's tensors
-        are never modified. ``device``, ``timeout``, ``guarded``,
-        ``student_files`` and ``processes`` are the sandbox's own keywords;
-        every other keyword goes to the function.
+        are never modified. Every call runs under
+        :func:`~gradcheck_kit.sandbox.guard.forbid_autograd`, with the references out
+        of reach (the folders the code may read, its ``sys.path`` and working
+        directory, the modules it may import). ``device``, ``timeout``,
+        ``student_files`` and ``processes`` are the sandbox's own keywords; every
+        other keyword goes to the function.
 
         Args:
             path: the implementation file.
@@ -185,11 +186,6 @@ class Sandbox:
             device: where the tensor arguments go, e.g. ``"cuda"``.
             timeout: this call's limit in seconds, instead of the sandbox's;
                 ignored in this process.
-            guarded: run under :func:`~gradcheck_kit.sandbox.guard.forbid_autograd`, with
-                the references out of reach (the folders the code may read, its
-                ``sys.path`` and working directory, the modules it may import). A
-                grading harness that needs autograd for its references or reads
-                the grader's files, and guards the student's calls itself, passes False.
             student_files: the student's files, when the file at ``path`` is a
                 driver of the course rather than the student's: each is loaded
                 (its top-level code under the guard and limits, failures told
@@ -209,11 +205,11 @@ class Sandbox:
         files = tuple(os.path.abspath(f) for f in student_files)
         path = os.path.abspath(path)
         sources = _read_sources((path, *files))
-        call = Call(path, func_name, args, kwargs, device, guarded=guarded, student_files=files, sources=sources)
+        call = Call(path, func_name, args, kwargs, device, student_files=files, sources=sources)
         if not self.isolate:
             return run_here(call)
         preload = _imported_by(path, _mtime(path)) if files else ()
-        scope = _Scope(_folders(files or (path,)), guarded, processes, _on_cuda(device), preload)
+        scope = _Scope(_folders(files or (path,)), processes, _on_cuda(device), preload)
         call = dataclasses.replace(
             call,
             # A tensor that requires grad and is not a leaf cannot be pickled.
@@ -287,7 +283,6 @@ class Sandbox:
             open_files=self.open_files_limit,
             temp_dir="",
             folders=scope.folders,
-            guarded=scope.guarded,
             spawn=scope.processes,
             cuda=scope.cuda,
             package=PACKAGE,

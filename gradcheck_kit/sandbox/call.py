@@ -50,7 +50,6 @@ class Call:
     device: str
     # The limit the call runs under, for messages: the worker sets its own when it starts.
     memory_limit: int | None = None
-    guarded: bool = True
     # The student's files, loaded and handed to the function (a course's driver) as its first
     # arguments. Empty: the file at ``path`` is the student's, and its function is called.
     student_files: tuple[str, ...] = ()
@@ -78,7 +77,7 @@ def execute(call: Call) -> Reply:
     with _process_settings(torch, restored):
         try:
             for file in files:
-                guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
+                guard = forbid_autograd()
                 try:
                     with guard:
                         loaded.append(load_module(file, sources.get(str(file))))
@@ -121,7 +120,7 @@ def _call_function(
     threads = threading.active_count()
     started = time.perf_counter()
     try:
-        guard = forbid_autograd() if call.guarded else contextlib.nullcontext()
+        guard = forbid_autograd()
         with guard:
             value = func(*modules, *args, **kwargs)
             if on_cuda:

@@ -5,10 +5,10 @@ it with :func:`apply` while it still runs as the user that started it:
 
 1. hard resource limits, which a process can lower but never raise: address space
    (on the CPU), processes and threads of its user, file size, open files, no core dumps;
-2. a private temporary folder, and, when the call is guarded, a working directory
-   and ``sys.path`` made of the submission's folders and the Python installation
-   only (not the repository with the course's solutions);
-3. Landlock, where the kernel has it, for guarded calls on the CPU;
+2. a private temporary folder, and a working directory and ``sys.path`` made of
+   the submission's folders and the Python installation only (not the repository
+   with the course's solutions);
+3. Landlock, where the kernel has it, for calls on the CPU;
 4. the switch to the sandbox's user (no supplementary groups), and never again dumpable;
 5. the audit hook of :mod:`~gradcheck_kit.sandbox.audit`, last, since it cannot be undone.
 """
@@ -62,7 +62,6 @@ class Confinement:
         open_files: file descriptors the worker may hold (``RLIMIT_NOFILE``).
         temp_dir: the worker's own temporary folder, made by the grader.
         folders: the submission's folders: its working directory and on ``sys.path``.
-        guarded: keep the references out of reach (files, imports, ``sys.path``, working directory).
         spawn: the code may start processes (Triton's compiler does).
         cuda: calls may use CUDA.
         package: the folder of gradcheck_kit, whose files (but for those the worker has loaded) stay out of reach.
@@ -77,7 +76,6 @@ class Confinement:
     open_files: int
     temp_dir: str
     folders: tuple[str, ...]
-    guarded: bool
     spawn: bool
     cuda: bool
     package: str
@@ -100,12 +98,11 @@ def apply(c: Confinement) -> dict[str, Any]:
             importlib.import_module(name)
     _use_temp_dir(c)
     sys.dont_write_bytecode = True  # nothing written beside the submission's files
-    if c.guarded:
-        roots = python_roots()
-        sys.path[:] = [p for p in sys.path if p and _beneath(os.path.realpath(p), roots)] + list(c.folders)
-        os.chdir(c.folders[0] if c.folders else c.temp_dir)
+    roots = python_roots()
+    sys.path[:] = [p for p in sys.path if p and _beneath(os.path.realpath(p), roots)] + list(c.folders)
+    os.chdir(c.folders[0] if c.folders else c.temp_dir)
     _limit(c)
-    locked = _landlock(c, grader_cwd) if c.guarded and not (c.cuda or c.spawn) else 0
+    locked = _landlock(c, grader_cwd) if not (c.cuda or c.spawn) else 0
     if c.uid is not None and c.gid is not None:
         _rename_paths(_reach(python_roots()))
         _switch_user(c.uid, c.gid)
@@ -296,8 +293,6 @@ def _loaded_package_files(package: str) -> list[str]:
 
 
 def _policy(c: Confinement, grader_cwd: str) -> audit.Policy:
-    if not c.guarded:
-        return audit.Policy(files=False, processes=c.spawn)
     read: list[tuple[str, bool]] = [(f, True) for f in (*c.folders, c.temp_dir, *_loaded_package_files(c.package))]
     read.append((c.package, False))
     read += [(root, True) for root in (*python_roots(), *audit.DEVICES)]
