@@ -78,10 +78,6 @@ class Grader:
         self._cache: dict[tuple[str, Any], Result] = {}
         self._forwards: dict[Config, tuple[Forward, float]] = {}
 
-    def forward(self, config: Config) -> Forward:
-        """The recorded forward pass at ``config``, built once."""
-        return self._forward(config)[0]
-
     def _forward(self, config: Config) -> tuple[Forward, float]:
         if config not in self._forwards:
             started = time.perf_counter()

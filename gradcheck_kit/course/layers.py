@@ -432,7 +432,7 @@ class _Target:
     target: float
     reference: float
     steps: int
-    first: float | None = field(default=None)
+    first: float | None = None
 
     def row(self) -> Row:
         reached = self.loss <= self.target
