@@ -8,6 +8,7 @@ where, by how much and what was allowed.
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -59,7 +60,7 @@ def default_tolerances(dtype: torch.dtype) -> tuple[float, float]:
 
 
 class MissingReferenceError(ValueError):
-    """The tensor handed to :func:`cmp` as the reference has no ``.grad`` to compare with."""
+    """The tensor handed to :func:`cmp` as ``t`` has no ``.grad`` to compare with."""
 
 
 _FLOAT_FIELDS = frozenset({"maxdiff", "max_rel_diff", "actual_at_worst", "expected_at_worst", "rtol", "atol"})
@@ -104,11 +105,37 @@ class Comparison:
         return self.approximate
 
     def line(self) -> str:
-        """Return the backprop-ninja notebook's one-line summary of this comparison."""
-        return (
-            f"{self.name:15s} | exact: {str(self.exact):5s} | "
-            f"approximate: {str(self.approximate):5s} | maxdiff: {self.maxdiff}"
-        )
+        """Return the backprop-ninja notebook's one-line summary of this comparison.
+
+        Where nothing was compared element by element (no gradient, not a tensor, another
+        shape), the last column says why instead of the notebook's ``maxdiff: nan``, which
+        reads as a NaN gradient.
+        """
+        return self._summary(width=15)
+
+    def _summary(self, width: int) -> str:
+        flags = f"{self.name:{width}s} | exact: {str(self.exact):5s} | approximate: {str(self.approximate):5s}"
+        if self.worst_index is None and math.isnan(self.maxdiff):
+            return f"{flags} | {self._not_compared()}"
+        line = f"{flags} | maxdiff: {self.maxdiff}"
+        if self.problem in ("dtype", "device"):
+            # The values were compared, but a maxdiff of 0.0 next to "approximate: False" needs its reason.
+            line += f" | {self._mismatch_of(self.problem)}"
+        return line
+
+    def _not_compared(self) -> str:
+        if self.problem == "missing":
+            return "no gradient (None)"
+        if self.problem == "type":
+            return f"got {self.actual_type}, not a tensor"
+        if self.problem == "shape":
+            return f"shape {_shape(self.actual_shape)} vs {_shape(self.expected_shape)}"
+        return self._mismatch_of(self.problem or "dtype")
+
+    def _mismatch_of(self, problem: str) -> str:
+        if problem == "device":
+            return f"device {self.actual_device} vs {self.expected_device}"
+        return f"dtype {self.actual_dtype} vs {self.expected_dtype}"
 
     @property
     def message(self) -> str:
@@ -202,10 +229,17 @@ class Comparison:
 
     def __repr__(self) -> str:
         # The dataclass repr runs to twenty fields; cmp() returns this object, so it is
-        # what a notebook cell shows after its last cmp() line.
+        # what a notebook cell shows after its last cmp() line: the line cmp printed.
+        return f"<Comparison {self._summary(width=0)}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the summary line, and what is off when the gradient fails."""
+        colour = "green" if self.ok else "red"
+        verdict = "exact" if self.exact else "approximate" if self.ok else (self.problem or "wrong")
+        detail = "" if self.ok else f"<pre>{html.escape(self.message)}</pre>"
         return (
-            f"Comparison(name={self.name!r}, ok={self.ok}, exact={self.exact}, "
-            f"maxdiff={self.maxdiff}, problem={self.problem!r})"
+            f'<div class="gradcheck-comparison"><code>{html.escape(self._summary(width=0))}</code> '
+            f'<b style="color: {colour}">{html.escape(verdict)}</b>{detail}</div>'
         )
 
 
@@ -316,8 +350,8 @@ def cmp(
     Args:
         name: the label printed in the first column.
         dt: the hand-written gradient.
-        t: the tensor whose ``.grad`` is the reference, or the reference gradient itself
-            (a tensor that does not require grad).
+        t: the tensor whose ``.grad`` is the reference, as in the notebook; to compare with
+            a reference gradient itself, use :func:`compare`.
         rtol: relative tolerance; give both or neither.
         atol: absolute tolerance.
 
@@ -325,7 +359,9 @@ def cmp(
         The :class:`Comparison`, so ``cmp(...).approximate`` works.
 
     Raises:
-        MissingReferenceError: if ``t`` requires grad but holds no ``.grad``.
+        MissingReferenceError: if ``t`` holds no ``.grad``: backward has not run, ``t`` is an
+            intermediate that does not retain its gradient, or ``t`` does not require grad.
+        TypeError: if ``t`` is not a tensor.
     """
     comparison = compare(name, dt, _reference_gradient(name, t), rtol=rtol, atol=atol)
     print(comparison.line())
@@ -352,26 +388,36 @@ def assert_grad_close(
 
 
 def _reference_gradient(name: str, t: torch.Tensor) -> torch.Tensor:
+    """``t.grad``, as the notebook's ``cmp(s, dt, t)`` reads it, or an error that says how to get one."""
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"cmp({name!r}, ...): the reference must be a torch.Tensor, got {_type_name(t)}")
-    if not t.requires_grad:
-        return t
+        raise TypeError(
+            f"cmp({name!r}, dt, t): t must be the torch.Tensor whose gradient dt is, got {_type_name(t)}; "
+            "to compare with a reference gradient you already have, use compare(name, actual, expected)"
+        )
     # Reading .grad of a non-leaf that does not retain it only warns and returns None,
-    # so tell that case apart first and say what to do instead.
-    if not t.is_leaf and not t.retains_grad:
+    # so tell that case apart and say what to do instead.
+    if t.requires_grad and not t.is_leaf and not t.retains_grad:
         raise MissingReferenceError(
-            f"cmp({name!r}, ...): {name!r} is an intermediate tensor, and autograd keeps no .grad "
-            f"for those unless asked. Call {name}.retain_grad() before loss.backward(), or run the "
-            "forward pass under gradcheck_kit.record(), which keeps every intermediate's gradient "
-            "without a retain_grad list."
+            f"cmp({name!r}, dt, t): t has no gradient: {name!r} is an intermediate tensor, and autograd keeps "
+            f"no .grad for those unless asked. Call {name}.retain_grad() before loss.backward(), or run the "
+            "forward pass under gradcheck_kit.record() and call rec.retain_grad() before loss.backward(), "
+            "which retains every intermediate's gradient without a list."
         )
-    if t.grad is None:
+    if t.grad is not None:
+        return t.grad
+    if not t.requires_grad:
+        # A tensor that does not require grad never gets a .grad: most likely t is a gradient itself,
+        # which the notebook's cmp would have failed on too (t.grad is None).
         raise MissingReferenceError(
-            f"cmp({name!r}, ...): {name!r} requires grad but has no .grad yet. Call loss.backward() "
-            f"before comparing (after {name}.retain_grad() if it is an intermediate), or run the "
-            "forward pass under gradcheck_kit.record(), which needs no retain_grad list."
+            f"cmp({name!r}, dt, t) compares dt with t.grad, and t has no gradient: it does not require grad. "
+            "Pass the tensor of the forward pass whose gradient dt is, after loss.backward(); "
+            f"to compare with a reference gradient you already have (rec.grads(loss)[{name!r}], say), "
+            f"use compare({name!r}, dt, expected)."
         )
-    return t.grad
+    raise MissingReferenceError(
+        f"cmp({name!r}, dt, t): t has no gradient yet: call loss.backward() first "
+        f"(and {name}.retain_grad() before it if {name!r} is an intermediate)."
+    )
 
 
 def _tolerances(dtype: torch.dtype, rtol: float | None, atol: float | None) -> tuple[float, float]:

@@ -322,11 +322,29 @@ def test_cmp_returns_the_comparison(capsys):
     assert capsys.readouterr().out.startswith("b1              | exact: False | approximate: False")
 
 
-def test_cmp_accepts_the_reference_gradient_itself(capsys):
-    reference = torch.arange(6.0).reshape(2, 3)
+def test_cmp_refuses_a_tensor_without_gradient_and_points_to_compare(capsys):
+    reference = torch.arange(6.0).reshape(2, 3)  # a gradient handed over as t: t.grad is None
 
-    assert cmp("h", reference.clone(), reference).exact
-    assert "exact: True " in capsys.readouterr().out
+    with pytest.raises(MissingReferenceError) as info:
+        cmp("h", reference.clone(), reference)
+
+    text = str(info.value)
+    assert "compares dt with t.grad, and t has no gradient: it does not require grad" in text
+    assert "use compare('h', dt, expected)" in text
+    assert capsys.readouterr().out == ""  # no line printed for a comparison that was not made
+
+
+def test_cmp_compares_with_the_grad_even_of_a_tensor_that_no_longer_requires_it(capsys):
+    t = torch.ones(3, requires_grad=True)
+    (2 * t).sum().backward()
+    t.requires_grad_(False)  # .grad stays
+
+    assert cmp("t", torch.full((3,), 2.0), t).exact
+
+
+def test_cmp_of_something_that_is_not_a_tensor_says_what_t_must_be():
+    with pytest.raises(TypeError, match=r"t must be the torch.Tensor whose gradient dt is, got list; .*compare\("):
+        cmp("h", torch.ones(2), [1.0, 2.0])
 
 
 def test_cmp_on_an_intermediate_without_retain_grad_explains_what_to_do():
@@ -347,8 +365,45 @@ def test_cmp_on_an_intermediate_without_retain_grad_explains_what_to_do():
 def test_cmp_on_a_parameter_before_backward_says_to_call_backward():
     w = torch.ones(3, requires_grad=True)
 
-    with pytest.raises(MissingReferenceError, match=r"has no \.grad yet\. Call loss\.backward\(\)"):
+    with pytest.raises(MissingReferenceError, match=r"t has no gradient yet: call loss\.backward\(\) first"):
         cmp("W", torch.ones(3), w)
+
+
+def test_cmp_line_on_a_shape_mismatch_names_both_shapes_not_a_nan(capsys):
+    t = torch.ones(1, 64, requires_grad=True)
+    t.sum().backward()
+
+    result = cmp("bnbias", torch.ones(64), t)
+
+    out = capsys.readouterr().out
+    assert out == "bnbias          | exact: False | approximate: False | shape (64,) vs (1, 64)\n"
+    assert "nan" not in out and result.problem == "shape"
+
+
+@pytest.mark.parametrize(
+    ("actual", "last_column"),
+    [
+        (None, "no gradient (None)"),
+        ([1.0, 1.0], "got list, not a tensor"),
+        (torch.ones(2, dtype=torch.float64), "maxdiff: 0.0 | dtype float64 vs float32"),
+        (torch.tensor([1.0, math.nan]), "maxdiff: nan"),  # a NaN gradient still reads as one
+    ],
+)
+def test_the_line_says_why_nothing_or_what_else_was_compared(actual, last_column):
+    assert compare("x", actual, torch.ones(2)).line().split(" | ", 3)[3] == last_column
+
+
+def test_a_comparison_shows_as_its_line_in_a_repl_and_as_html_in_jupyter():
+    good = compare("dlogits", torch.ones(2), torch.ones(2))
+    bad = compare("dh", torch.ones(64), torch.ones(1, 64))
+
+    assert repr(good) == "<Comparison dlogits | exact: True  | approximate: True  | maxdiff: 0.0>"
+    assert repr(bad) == "<Comparison dh | exact: False | approximate: False | shape (64,) vs (1, 64)>"
+    assert "\n" not in repr(bad)
+    assert "<pre>" not in good._repr_html_() and "green" in good._repr_html_()
+    page = bad._repr_html_()
+    assert "red" in page and "shape (64,) vs (1, 64)" in page
+    assert "Shape mismatch: got (64,) where (1, 64) is expected." in page  # the message, for what is off
 
 
 def test_assert_grad_close_reports_the_name_problem_and_worst_index(grad):
