@@ -201,6 +201,10 @@ class Report:
     def __repr__(self) -> str:
         return f"<Report {self.title!r}: {self.summary()}>"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text view (a terminal, or a notebook's text output): the whole table."""
+        printer.text(repr(self) if cycle else self.to_text(color=False))
+
     def _repr_html_(self) -> str:
         esc = html.escape
         head = "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS)

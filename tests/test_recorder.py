@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import types
 import warnings
 
 import pytest
@@ -158,6 +160,58 @@ def test_check_reads_the_callers_d_variables_and_lists_what_is_missing(capsys):
     assert "y" in out and "x" in out
     assert report["y"].passed
     assert not report["x"].passed
+
+
+def fake_ipython(monkeypatch, shell):
+    """An imported IPython module whose get_ipython() returns ``shell``, as in a kernel (or None, as in a script)."""
+    module = types.ModuleType("IPython")
+    module.get_ipython = lambda: shell
+    monkeypatch.setitem(sys.modules, "IPython", module)
+
+
+def one_wrong_step():
+    x = torch.randn(4, 3, requires_grad=True)
+    with record() as rec:
+        y = x.tanh()
+        loss = (y * y).sum()
+    return rec, loss, {"y": 2 * y.detach(), "x": None}
+
+
+def test_check_in_ipython_prints_nothing_and_the_returned_report_shows_the_table_once(monkeypatch, capsys):
+    fake_ipython(monkeypatch, shell=object())
+    rec, loss, manual = one_wrong_step()
+
+    report = rec.check(loss, manual)
+
+    assert capsys.readouterr().out == ""  # the cell shows the returned report instead
+    assert repr(report) == "<Report 'manual gradients vs autograd': 1/2 gradients match, 1 not started>"
+    page = report._repr_html_()
+    assert page.count("<tr>") == 3 and "not started" in page
+
+
+def test_check_prints_the_table_when_ipython_is_imported_but_not_running(monkeypatch, capsys):
+    fake_ipython(monkeypatch, shell=None)  # a plain script that imported IPython
+    rec, loss, manual = one_wrong_step()
+
+    report = rec.check(loss, manual)
+
+    assert capsys.readouterr().out == str(report) + "\n"
+
+
+def test_check_in_a_plain_script_prints_the_table_once(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import torch\nfrom gradcheck_kit import record\n"
+        "x = torch.ones(2, requires_grad=True)\n"
+        "with record() as rec:\n    y = x * 3\n    loss = y.sum()\n"
+        "dy = torch.ones(2)\ndx = 3 * dy\n"
+        "rec.check(loss)\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("manual gradients vs autograd") == 1
+    assert run.stdout.rstrip().endswith("2/2 gradients match")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")

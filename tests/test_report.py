@@ -169,6 +169,28 @@ def test_html_is_a_table_with_everything_escaped():
     assert "<p>0/1 gradient matches, 1 wrong</p>" in page
 
 
+class _Printer:
+    """What IPython hands to ``_repr_pretty_``: it collects text."""
+
+    def __init__(self):
+        self.written = ""
+
+    def text(self, value):
+        self.written += value
+
+
+def test_a_report_is_one_line_as_a_repr_and_the_whole_table_in_ipython(small_report):
+    assert repr(small_report) == "<Report 'exercise 1': 1/3 gradients match, 1 wrong, 1 not started>"
+
+    printer = _Printer()
+    small_report._repr_pretty_(printer, cycle=False)
+    assert printer.written == small_report.to_text(color=False)
+
+    printer = _Printer()
+    small_report._repr_pretty_(printer, cycle=True)
+    assert printer.written == repr(small_report)
+
+
 def test_json_round_trips_and_carries_every_comparison_field(small_report):
     data = json.loads(small_report.to_json())
 

@@ -172,7 +172,7 @@ class Recording:
         return dict(zip(ins, grads, strict=True))
 
     def check(self, loss: torch.Tensor, manual: Mapping[str, Any] | None = None, *, prefix: str = "d") -> Report:
-        """Print a per-tensor report of the caller's ``d<name>`` gradients against autograd.
+        """Grade the caller's ``d<name>`` gradients against autograd in a per-tensor report.
 
         Each gradient is graded as the autograder does: a wrong one whose own step is
         right given the gradients before it is marked as inherited, and the first
@@ -185,7 +185,9 @@ class Recording:
             prefix: the prefix that turns a tensor name into its gradient's name.
 
         Returns:
-            The report, also printed.
+            The report. Outside IPython it is also printed; in IPython or Jupyter it is not,
+            since the cell shows the returned report (the table, as HTML in a notebook) and
+            would show it twice.
         """
         from gradcheck_kit.grading.steps import grade_steps
         from gradcheck_kit.report import Report
@@ -198,5 +200,17 @@ class Recording:
         rows = grade_steps(manual, self, loss, reference)
         unknown = tuple(k for k, v in manual.items() if k not in reference and v is not None)
         report = Report("manual gradients vs autograd", tuple(rows), unknown)
-        print(report)
+        if not _in_ipython():
+            print(report)
         return report
+
+
+def _in_ipython() -> bool:
+    """Whether this runs in an IPython shell or a Jupyter kernel, which display what a cell returns.
+
+    Only an IPython that is already imported is asked: importing it here would take a
+    second in a plain script, and a script that merely has it installed is not in it.
+    """
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    return get_ipython is not None and get_ipython() is not None
