@@ -1,12 +1,13 @@
 """The backprop-ninja notebook's workflow with gradcheck-kit: record, backprop by hand, check.
 
-Run: python examples/notebook_tour.py
+Run: python examples/notebook_tour.py. In Jupyter, the same cells show the last cmp() and
+rec.check(loss) as HTML, once each.
 """
 
 import torch
 
 import gradcheck_kit
-from gradcheck_kit import cmp
+from gradcheck_kit import cmp, compare
 
 g = torch.Generator().manual_seed(2147483647)
 n, vocab_size, block_size, n_embd, n_hidden = 32, 27, 3, 10, 64
@@ -60,5 +61,12 @@ cmp("logprobs", dlogprobs, logprobs)
 cmp("probs", dprobs, probs)
 print(cmp("counts_sum_inv", dcounts_sum_inv, counts_sum_inv).message)
 print()
+print("cmp compares with t.grad, as the notebook's does; a reference gradient itself goes to compare:")
+try:
+    cmp("probs", dprobs, probs.grad.clone())
+except ValueError as error:
+    print(f"{type(error).__name__}: {error}")
+print(compare("probs", dprobs, rec.grads(loss)["probs"]))
+print()
 print("Every recorded tensor at once:")
-rec.check(loss)
+report = rec.check(loss)  # printed here; in a notebook the cell shows the returned report instead
