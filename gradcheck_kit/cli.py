@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "gradcheck_kit.makemore.train_command",
         "train the MLP with an implementation's own backward and show its health",
     ),
+    "gradescope-bundle": ("gradcheck_kit.autograder.bundle", "write a Gradescope autograder zip, ready to upload"),
     "integrity": (
         "gradcheck_kit.autograder.integrity.command",
         "flag what a submission's source does that grading cannot stop (read, never run)",
