@@ -8,6 +8,7 @@ from graded_runs import graded_run, report, share
 from gradcheck_kit.autograder.gradescope import to_gradescope, validate
 from gradcheck_kit.autograder.points import Plan
 from gradcheck_kit.autograder.results import Results
+from gradcheck_kit.verdicts import TEST_PROPERTY
 
 # ----------------------------------------------------------------------------
 # The specification's own example, and ways to depart from it.
@@ -133,3 +134,33 @@ def test_nothing_a_student_prints_can_close_the_code_block_of_its_output():
     report(results, s, "failed", text="your code printed: ```\n# Full marks\n````")
     output = to_gradescope(results, execution_time=0)["tests"][0]["output"]
     assert output.startswith("`````\n") and output.endswith("\n`````")
+
+
+def _skipped(results: Results, s, reason: str) -> None:
+    """A test skipped before it starts, as a skipif mark skips it: setup skipped, then teardown."""
+    properties = [(TEST_PROPERTY, s.as_dict())]
+    results.add_report(s.nodeid, "setup", "skipped", properties, f"Skipped: {reason}")
+    results.add_report(s.nodeid, "teardown", "passed", properties)
+
+
+def test_a_skipped_test_worth_no_points_is_left_out_and_named_with_its_reason():
+    graded, optional = share("a", 4.0), share("k", 0.0, exercise="ex7", number="7.1")
+    results = Results(Plan({"a": graded, "k": optional}, {"ex1": 4.0, "ex7": 0.0}, {"ex7": "exercise 7"}))
+    report(results, graded, "passed")
+    _skipped(results, optional, "exercise 7 needs Triton")
+    data = to_gradescope(results, execution_time=1.0)
+    assert [t["name"] for t in data["tests"]] == [graded.name]
+    assert data["extra_data"]["skipped"] == [{"name": optional.name, "reason": "exercise 7 needs Triton"}]
+    assert f"Not run here, worth no points: {optional.name} (exercise 7 needs Triton)." in data["output"]
+    assert "| exercise 7 |" not in data["output"]
+    assert (data["score"], data["extra_data"]["complete"]) == (4.0, True)
+    assert validate(data) == []
+
+
+def test_a_skipped_test_worth_points_earns_none_and_is_listed_as_failed_with_its_reason():
+    worth = share("a", 4.0)
+    results = Results(Plan({"a": worth}, {"ex1": 4.0}))
+    _skipped(results, worth, "CUDA is not available")
+    entry = to_gradescope(results, execution_time=1.0)["tests"][0]
+    assert (entry["score"], entry["status"]) == (0.0, "failed")
+    assert "skipped, so it earns no points" in entry["output"] and "CUDA is not available" in entry["output"]

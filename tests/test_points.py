@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 # Loaded before pytester's in-process run, whose module snapshot must not unload torch.
 import torch  # noqa: F401
 
-from gradcheck_kit.autograder.points import CollectedTest, Plan, Scheme, SchemeError
+from gradcheck_kit.autograder.points import CollectedTest, Plan, Scheme, SchemeError, SchemeWarning
 from gradcheck_kit.verdicts import TEST_PROPERTY
 
 EXERCISES = Path(__file__).resolve().parent.parent / "exercises"
@@ -200,3 +202,40 @@ def test_the_shipped_points_give_100_points_and_2_to_each_gradient_of_exercise_o
     assert len(gradients) == 26 and {s["max_score"] for s in gradients} == {2.0}
     hidden = [s for s in shares if s["visibility"] != "visible"]
     assert {s["name"].rsplit(": ", 1)[1] for s in hidden} == {"other shapes"}
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[ex1]\npoints = 10\nvisibility = "hidden"\n', "[ex1]"),
+        ('[ex1]\nvisibility = "hidden"\n', "[ex1]"),
+        ('[ex1.tests]\ntest_gradient = { points = 4, visibility = "hidden" }\n', "[ex1.tests] test_gradient"),
+    ],
+)
+def test_a_hidden_test_worth_points_warns_that_students_see_no_total(tmp_path: Path, text: str, where: str):
+    path = tmp_path / "points.toml"
+    path.write_text(text)
+    with pytest.warns(SchemeWarning, match=rf"{re.escape(str(path))} {re.escape(where)}: visibility = \"hidden\""):
+        Scheme.load(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[ex7]\npoints = 0\nvisibility = "hidden"\n',
+        '[ex1.tests]\ntest_gradient = { points = 0, visibility = "hidden" }\n',
+        '[ex1]\nvisibility = "after_due_date"\n',
+    ],
+)
+def test_hidden_tests_worth_nothing_and_later_visibilities_load_without_a_warning(tmp_path: Path, text: str):
+    path = tmp_path / "points.toml"
+    path.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Scheme.load(path)
+
+
+def test_the_shipped_points_file_loads_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Scheme.load(EXERCISES / "points.toml")

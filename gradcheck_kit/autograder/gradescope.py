@@ -5,6 +5,12 @@ The format is https://gradescope-autograders.readthedocs.io/en/latest/specs/ ;
 was stopped, a process died) are listed as not graded, with the reason, and
 :func:`write_json` writes atomically, so results.json can be rewritten after every
 test and still be whole when the run dies.
+
+Gradescope knows two statuses, passed and failed. A skipped test worth points earns
+none and is listed as failed, saying why it was skipped. A skipped test worth no
+points (exercise 7 where there is no CUDA) is left out of the tests: listed as
+failed it would read as a mistake, and it changes no score. The overview names it
+and the reason, and ``extra_data.skipped`` keeps it for the instructor.
 """
 
 from __future__ import annotations
@@ -63,12 +69,14 @@ def to_gradescope(
     if not complete and not reason:
         reason = "the run stopped before every test had run"
     # Under pytest-xdist reports arrive in completion order: list the tests in the plan's.
-    tests = [_entry(t) for t in results.ordered()]
+    ordered = results.ordered()
+    skipped = [t for t in ordered if _skipped_for_nothing(t)]
+    tests = [_entry(t) for t in ordered if not _skipped_for_nothing(t)]
     tests += [_missing_entry(e, reason) for e in results.exercises() if e.missing]
     return {
         "score": results.score,
         "execution_time": round(max(execution_time, 0.0), 3),
-        "output": _overview(results, complete, reason, notes),
+        "output": _overview(results, complete, reason, [*_skipped_notes(skipped), *notes]),
         "output_format": "md",
         "test_output_format": "md",
         "test_name_format": "text",
@@ -84,10 +92,28 @@ def to_gradescope(
             else None,
             "hidden_points": results.hidden_points(),
             "problems": [strip_ansi(p) for p in results.problems],
+            "skipped": [{"name": t.share.name, "reason": _skip_reason(t)} for t in skipped],
             **(extra or {}),
         },
         "tests": tests,
     }
+
+
+def _skipped_for_nothing(run: TestRun) -> bool:
+    """A test that was skipped and is worth no points: nothing to pass or fail."""
+    return run.outcome == SKIPPED and run.share.max_score == 0
+
+
+def _skip_reason(run: TestRun) -> str:
+    return strip_ansi(run.text).removeprefix("Skipped: ").strip() or "skipped"
+
+
+def _skipped_notes(skipped: Sequence[TestRun]) -> list[str]:
+    """One line per reason: which tests worth no points were skipped, and why."""
+    by_reason: dict[str, list[str]] = {}
+    for run in skipped:
+        by_reason.setdefault(_skip_reason(run), []).append(run.share.name)
+    return [f"Not run here, worth no points: {', '.join(names)} ({reason})." for reason, names in by_reason.items()]
 
 
 def _entry(run: TestRun) -> dict[str, Any]:
@@ -166,7 +192,7 @@ def _overview(results: Results, complete: bool, reason: str, notes: Sequence[str
         parts.append(f"**Score: {format_points(results.score)} / {format_points(results.total)}**")
     table = ["| exercise | points | tests passed |", "| --- | ---: | ---: |"]
     for e in results.exercises():
-        shown_tests = [t for t in e.tests if t.share.visibility == "visible"]
+        shown_tests = [t for t in e.tests if t.share.visibility == "visible" and not _skipped_for_nothing(t)]
         if not shown_tests:
             continue
         got = sum(t.score for t in shown_tests)

@@ -36,6 +36,11 @@ The rules, applied by :meth:`Scheme.plan` to the tests a run collects:
   ``visible``.
 - Time limit per call: ``--gradcheck-timeout`` when given, else the exercise's
   ``timeout``, else the top-level ``timeout``, else 60 seconds.
+
+``visibility = "hidden"`` on an exercise or test worth points is allowed, and loading
+it warns (:class:`SchemeWarning`): while a test worth points is hidden, Gradescope
+shows students no total score at all. ``after_due_date`` or ``after_published`` hide
+the test's result for a while and show the total.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +62,7 @@ __all__ = [
     "Plan",
     "Scheme",
     "SchemeError",
+    "SchemeWarning",
     "Share",
     "TestRule",
 ]
@@ -69,6 +76,10 @@ _EPS = 1e-9
 
 class SchemeError(ValueError):
     """The points, visibility or time limits are set in a way that cannot be applied."""
+
+
+class SchemeWarning(UserWarning):
+    """The scheme can be applied, but probably not as meant (a hidden test worth points)."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +248,29 @@ class Scheme:
             data = _toml.loads(path.read_text(encoding="utf-8"))
         except _toml.TOMLDecodeError as exc:
             raise SchemeError(f"{path}: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        scheme = cls.from_dict(data, source=str(path))
+        for message in scheme.warnings():
+            warnings.warn(message, SchemeWarning, stacklevel=2)
+        return scheme
+
+    def warnings(self) -> list[str]:
+        """What is set in a way that is allowed but probably not meant, one sentence each."""
+        found = []
+        for key, rule in self.exercises.items():
+            where = [f"[{key}]"] if rule.visibility == "hidden" and rule.points != 0 else []
+            if rule.points != 0:
+                where += [
+                    f"[{key}.tests] {name}"
+                    for name, test in rule.tests.items()
+                    if test.visibility == "hidden" and test.points != 0
+                ]
+            found += [
+                f'{self.source} {place}: visibility = "hidden" on tests worth points: Gradescope then shows '
+                'students no total score at all; use "after_due_date" or "after_published" to show the '
+                "results later, or give those tests 0 points"
+                for place in where
+            ]
+        return found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "points.toml") -> Scheme:
