@@ -483,7 +483,11 @@ def _shape_hint(actual: tuple[int, ...], expected: tuple[int, ...]) -> str:
     """Say how a wrong shape usually comes about, for the shapes the notebook produces."""
     if math.prod(actual) == math.prod(expected):
         if [n for n in actual if n != 1] == [n for n in expected if n != 1]:
-            return "The same elements with size-1 dimensions added or dropped: a missing keepdim=True?"
+            if len(actual) > len(expected):
+                return "The same elements with a size-1 dimension too many: an extra keepdim=True?"
+            if len(actual) < len(expected):
+                return "The same elements without a size-1 dimension: a missing keepdim=True?"
+            return "The same elements with their size-1 dimensions elsewhere: a view or reshape too many or too few?"
         if sorted(actual) == sorted(expected):
             return "The dimensions are permuted: a missing or extra transpose (.T)?"
         return "The same number of elements in a different shape: a view or reshape too many or too few?"

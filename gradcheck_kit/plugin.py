@@ -170,8 +170,8 @@ class GradeSheet:
         lines = [f"{table}:"]
         for row in failing:
             lines.append(
-                f"  {row.label}: {row.verdict.upper()}: {row.note}"
-                if row.note
+                f"  {row.label}: {row.verdict.upper()}: {row.explanation}"
+                if row.explanation
                 else f"  {row.label}: {row.verdict.upper()}"
             )
             if row.comparison.problem == "mismatch":

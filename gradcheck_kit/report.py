@@ -19,6 +19,7 @@ from gradcheck_kit.verdicts import ERROR, EXACT, INHERITED, NOT_STARTED, OK, PAS
 __all__ = [
     "ERROR",
     "EXACT",
+    "NO_DIAGNOSIS",
     "INHERITED",
     "KINDS",
     "NOT_STARTED",
@@ -29,6 +30,7 @@ __all__ = [
     "WRONG",
     "Report",
     "Row",
+    "Diagnosis",
     "compare_grads",
     "verdict_for",
 ]
@@ -42,6 +44,39 @@ NOTE_WIDTH = 72
 _COLUMNS = ("name", "shape", "exact", "approximate", "maxdiff", "max rel diff", "verdict", "note")
 _ANSI = {EXACT: "32", OK: "32", WRONG: "31", ERROR: "31", INHERITED: "33", NOT_STARTED: "33", SKIPPED: "33"}
 _HTML_COLOR = {EXACT: "green", OK: "green", WRONG: "red", ERROR: "red"}
+
+
+#: What a wrong row says when no detector recognised a mistake in the student's values.
+NO_DIAGNOSIS = "no specific mistake recognised"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A mistake recognised in the student's values: what was detected, and the evidence it was seen in.
+
+    A diagnosis is made only by a detector that matched the values (see
+    :mod:`gradcheck_kit.grading.detectors`); advice that applies whatever the values
+    are is a hint, carried apart on the :class:`Row`.
+
+    Args:
+        detected: the mistake, in the student's terms ("each column is off by a factor equal to bnvar_inv").
+        evidence: what in the values shows it ("dbnvar_inv / the right value is bnvar_inv in every column").
+    """
+
+    detected: str
+    evidence: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.detected} ({self.evidence})" if self.evidence else self.detected
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the diagnosis as plain data."""
+        return {"detected": self.detected, "evidence": self.evidence}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Diagnosis | None:
+        """Rebuild a diagnosis from :meth:`as_dict` output; None stays None."""
+        return None if not data else cls(str(data["detected"]), str(data.get("evidence", "")))
 
 
 def verdict_for(comparison: Comparison) -> str:
@@ -60,16 +95,22 @@ class Row:
     Args:
         comparison: the comparison behind the row.
         verdict: one of :data:`VERDICTS`.
-        note: a one-line diagnosis or remark.
+        note: the grader's remark on the verdict ("first wrong step", "your step is right;
+            the error is upstream", what is structurally off), without the diagnosis or hint.
         kind: what the row's value is, one of :data:`KINDS`: the gradient of the
             tensor it names (shown as ``d<name>``), or the value itself (a forward
             output, a running buffer, a flag, a metric), shown by its name.
+        diagnosis: the mistake a detector recognised in the values, if one did.
+        hint: advice for this gradient or exercise, shown (labelled as a hint) when
+            the row is wrong and nothing was recognised.
     """
 
     comparison: Comparison
     verdict: str
     note: str = ""
     kind: str = "gradient"
+    diagnosis: Diagnosis | None = None
+    hint: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -92,9 +133,46 @@ class Row:
         """Whether the verdict passes: exact, ok, or inherited from an earlier wrong step."""
         return self.verdict in PASSING
 
+    @property
+    def explanation(self) -> str:
+        """The note column: the remark, then the diagnosis, or when a wrong row has none, that and the hint.
+
+        ``"first wrong step — off by a constant factor of n = 32 (...)"``, or
+        ``"first wrong step — no specific mistake recognised; hint: ..."``.
+        """
+        parts = [self.note]
+        if self.diagnosis is not None:
+            parts.append(str(self.diagnosis))
+        elif self.verdict == WRONG and self.hint:
+            parts.append(f"{NO_DIAGNOSIS}; hint: {self.hint}")
+        return " — ".join(part for part in parts if part)
+
     def as_dict(self) -> dict[str, Any]:
-        """Return the comparison's fields plus ``verdict`` and ``note`` as plain data."""
-        return {**self.comparison.as_dict(), "verdict": self.verdict, "note": self.note, "kind": self.kind}
+        """Return the comparison's fields plus the verdict, the note, the diagnosis and the hint as plain data.
+
+        ``explanation`` is the note column as shown; ``diagnosis`` is None when nothing was recognised.
+        """
+        return {
+            **self.comparison.as_dict(),
+            "verdict": self.verdict,
+            "note": self.note,
+            "kind": self.kind,
+            "diagnosis": None if self.diagnosis is None else self.diagnosis.as_dict(),
+            "hint": self.hint,
+            "explanation": self.explanation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Row:
+        """Rebuild a row from :meth:`as_dict` output."""
+        return cls(
+            Comparison.from_dict(data),
+            data["verdict"],
+            data["note"],
+            data.get("kind", "gradient"),
+            Diagnosis.from_dict(data.get("diagnosis")),
+            data.get("hint", ""),
+        )
 
 
 @dataclass(frozen=True, repr=False)
@@ -123,9 +201,7 @@ class Report:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
         """Rebuild a report from :meth:`as_dict` output, e.g. one sent by a pytest-xdist worker."""
-        rows = tuple(
-            Row(Comparison.from_dict(r), r["verdict"], r["note"], r.get("kind", "gradient")) for r in data["rows"]
-        )
+        rows = tuple(Row.from_dict(r) for r in data["rows"])
         return cls(data["title"], rows, tuple(data.get("unknown", ())))
 
     def __getitem__(self, name: str) -> Row:
@@ -304,7 +380,7 @@ def _cells(row: Row) -> list[str]:
         _short(c.maxdiff),
         _short(c.max_rel_diff),
         row.verdict,
-        row.note,
+        row.explanation,
     ]
 
 

@@ -60,7 +60,7 @@ def test_one_wrong_early_step_costs_only_that_step(fwd, tmp_path):
     rows = grade(fwd, student.chunked_backward(fwd.student_view()))
     assert rows["logprobs"].verdict == WRONG
     assert "first wrong step" in rows["logprobs"].note
-    assert "n = 32" in rows["logprobs"].note
+    assert "n = 32" in rows["logprobs"].explanation
     assert all(rows[name].passed for name in GRADED[1:])
     assert sum(rows[name].verdict == INHERITED for name in GRADED[1:]) >= 20
     assert "dlogprobs" in rows["probs"].note
@@ -125,7 +125,7 @@ def test_each_common_mistake_fails_its_own_step_with_a_diagnosis(fwd, tmp_path, 
     student = solution_with(tmp_path, old, new)
     rows = grade(fwd, student.chunked_backward(fwd.student_view()))
     assert rows[wrong].verdict == WRONG
-    assert diagnosis in rows[wrong].note
+    assert diagnosis in rows[wrong].explanation
     assert [name for name, row in rows.items() if row.verdict == WRONG] == [wrong]
 
 

@@ -199,7 +199,7 @@ def test_json_round_trips_and_carries_every_comparison_field(small_report):
     row = data["rows"][2]
     assert (row["name"], row["verdict"], row["problem"], row["maxdiff"]) == ("b2", NOT_STARTED, "missing", "nan")
     comparison_fields = set(small_report["b2"].comparison.as_dict())
-    assert comparison_fields | {"verdict", "note", "kind"} == set(row)
+    assert comparison_fields | {"verdict", "note", "kind", "diagnosis", "hint", "explanation"} == set(row)
     assert Report.from_dict(data).as_dict() == data
 
 

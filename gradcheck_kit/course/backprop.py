@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,13 @@ def chunked(fwd: Forward, hints: Hints, seconds: float) -> Prepared:
     reference = fwd.reference_grads
     function = EXERCISES["ex1"].function
 
+    def rows(student: Mapping[str, object]) -> list[Row]:
+        demb = student.get("emb")
+        if not (isinstance(demb, torch.Tensor) and demb.shape == fwd.emb.shape):
+            demb = reference["emb"]
+        mistakes = {"C": [_overwrite_mistake(hints, demb, fwd.Xb, fwd.config.vocab_size)]}
+        return grade_steps(student, fwd.recording, fwd.loss, reference, n=fwd.n, hints=hints.tensors, mistakes=mistakes)
+
     def grade(value: Any) -> Report:
         if not isinstance(value, Mapping):
             raise NotGradable(
@@ -43,14 +50,33 @@ def chunked(fwd: Forward, hints: Hints, seconds: float) -> Prepared:
             )
         student = {str(k): v for k, v in value.items()}
         unknown = tuple(k for k in student if k not in reference)
-        demb = student.get("emb")
-        if not (isinstance(demb, torch.Tensor) and demb.shape == fwd.emb.shape):
-            demb = reference["emb"]
-        mistakes = {"C": [_overwrite_mistake(hints, demb, fwd.Xb, fwd.config.vocab_size)]}
-        rows = grade_steps(student, fwd.recording, fwd.loss, reference, n=fwd.n, hints=hints.tensors, mistakes=mistakes)
-        return Report("", tuple(_suggest_key(row, unknown) for row in rows), unknown)
+        return Report("", tuple(_suggest_key(row, unknown) for row in rows(student)), unknown)
 
-    return Prepared(function, ("ex1",), grade, reference, seconds, args=(fwd.student_view(),))
+    def partial(held: Any, failure: str) -> Report:
+        """The gradients computed before the function raised are graded; the failure is told once."""
+        graded = rows(_held_gradients(held, reference))
+        failed = [i for i, row in enumerate(graded) if row.verdict == NOT_STARTED] or [len(graded) - 1]
+        first = graded[failed[0]].name
+        for i in failed:
+            name = graded[i].name
+            message = failure if name == first else f"not computed: {function} raised before it (see d{first})"
+            graded[i] = row_for_error(name, reference[name], ERROR, message)
+        return Report("", tuple(graded))
+
+    return Prepared(function, ("ex1",), grade, reference, seconds, args=(fwd.student_view(),), partial=partial)
+
+
+def _held_gradients(held: Any, reference: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """The gradients among a raising function's variables: ``g["probs"]`` in a dict, or ``dprobs``."""
+    if not isinstance(held, Mapping):
+        return {}
+    found: dict[str, object] = {}
+    for name in reference:
+        in_dicts = [v[name] for v in held.values() if isinstance(v, Mapping) and name in v]
+        value = in_dicts[0] if in_dicts else held.get(f"d{name}")
+        if isinstance(value, torch.Tensor):
+            found[name] = value
+    return found
 
 
 def _suggest_key(row: Row, unknown: tuple[str, ...]) -> Row:
@@ -64,12 +90,23 @@ def _suggest_key(row: Row, unknown: tuple[str, ...]) -> Row:
 
 def fused(key: str, fwd: Forward, hints: Hints, seconds: float) -> Prepared:
     """Exercises 2-4: one function, one gradient, graded with the exercise's named mistakes."""
-    args, expected, mistakes = _FUSED[key](fwd, hints)
+    inputs = _FUSED[key](fwd, hints)
     name = FUSED_OUTPUTS[key]
     scale = term_scales(fwd.recording, fwd.loss, fwd.all_grads)(name)
     hint = hints.exercise.get(key, "")
     return single_gradient(
-        EXERCISES[key].function, key, name, expected, args, seconds, n=fwd.n, mistakes=mistakes, hint=hint, scale=scale
+        EXERCISES[key].function,
+        key,
+        name,
+        inputs.expected,
+        inputs.args,
+        seconds,
+        n=fwd.n,
+        mistakes=inputs.mistakes,
+        hint=hint,
+        scale=scale,
+        terms=inputs.terms,
+        factors=inputs.factors,
     )
 
 
@@ -99,7 +136,15 @@ def single_gradient(
     return Prepared(function, (exercise,), grade, {name: expected}, seconds, args=args)
 
 
-_Inputs = tuple[tuple[Any, ...], torch.Tensor, list[Mistake]]
+@dataclass(frozen=True)
+class _Inputs:
+    """A fused exercise's arguments, reference, and what its detectors are given."""
+
+    args: tuple[Any, ...]
+    expected: torch.Tensor
+    mistakes: list[Mistake]
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    factors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _cross_entropy_inputs(fwd: Forward, hints: Hints) -> _Inputs:
@@ -112,7 +157,9 @@ def _cross_entropy_inputs(fwd: Forward, hints: Hints) -> _Inputs:
         Mistake("log-softmax", hints.mistake("log-softmax", "log_softmax used instead of softmax"),
                 lambda: (F.log_softmax(logits, 1) - onehot) / n),
     ]  # fmt: skip
-    return (logits.clone(), Yb.clone()), expected, mistakes
+    terms = {"the softmax term (softmax / n)": F.softmax(logits, 1) / n, "the label term (-one_hot / n)": -onehot / n}
+    probs = F.softmax(logits, 1)
+    return _Inputs((logits.clone(), Yb.clone()), expected, mistakes, terms, {"probs": probs, "logits": logits})
 
 
 def _batchnorm_inputs(fwd: Forward, hints: Hints) -> _Inputs:
@@ -135,7 +182,16 @@ def _batchnorm_inputs(fwd: Forward, hints: Hints) -> _Inputs:
     ]  # fmt: skip
     expected = grads["hprebn"]
     assert expected is not None
-    return (dhpreact.clone(), bngain.clone(), bnraw.clone(), bnvar_inv.clone()), expected, mistakes
+    # dhprebn = bngain * bnvar_inv / n * (n * dhpreact - mean term - n/(n-1) * variance term): its three terms.
+    scale = bngain * bnvar_inv / n
+    terms = {
+        "the direct term (dhpreact)": scale * n * d,
+        "the mean term (dhpreact.sum(0) / n)": -scale * mean_term,
+        "the variance term (bnraw * (dhpreact * bnraw).sum(0) / (n-1))": -scale * n / (n - 1) * var_term,
+    }
+    factors = {"bngain": bngain, "bnvar_inv": bnvar_inv, "bnraw": bnraw}
+    args = (dhpreact.clone(), bngain.clone(), bnraw.clone(), bnvar_inv.clone())
+    return _Inputs(args, expected, mistakes, terms, factors)
 
 
 def _overwrite_mistake(hints: Hints, demb: torch.Tensor, Xb: torch.Tensor, num_embeddings: int) -> Mistake:
@@ -155,7 +211,7 @@ def _embedding_inputs(fwd: Forward, hints: Hints) -> _Inputs:
     assert demb is not None and expected is not None
     vocab = fwd.config.vocab_size
     mistakes = [_overwrite_mistake(hints, demb, fwd.Xb, vocab)]
-    return (demb.clone(), fwd.Xb.clone(), vocab), expected, mistakes
+    return _Inputs((demb.clone(), fwd.Xb.clone(), vocab), expected, mistakes)
 
 
 _FUSED: dict[str, Callable[[Forward, Hints], _Inputs]] = {

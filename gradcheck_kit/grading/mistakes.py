@@ -1,20 +1,19 @@
-"""Name the common backprop mistakes from what a wrong gradient looks like.
+"""Known wrong gradients, and the fits that tell a wrong gradient from a right one.
 
-Each check compares the student's gradient with a transformed reference: the
-reference times a telling constant (1/n, n/(n-1), 2, -1), transposed, with one
-branch of a tensor used twice left out, or with repeated indices overwritten
-instead of accumulated. The first transformation that explains the student's
-values is the diagnosis.
+A :class:`Mistake` builds the gradient a known wrong formula gives (the biased
+variance, repeated indices overwritten instead of accumulated); :func:`close`,
+:func:`fit_factor` and :func:`factor_name` are what the detectors of
+:mod:`gradcheck_kit.grading.detectors` compare and name values with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Mistake", "close", "diagnose", "factor_name", "fit_factor"]
+__all__ = ["Mistake", "close", "factor_name", "fit_factor"]
 
 
 def close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-3) -> bool:
@@ -77,64 +76,3 @@ class Mistake:
     key: str
     message: str
     compute: Callable[[], torch.Tensor]
-
-
-def diagnose(
-    actual: object,
-    expected: torch.Tensor,
-    *,
-    n: int | None = None,
-    mistakes: Sequence[Mistake] = (),
-    branches: Mapping[str, torch.Tensor] | None = None,
-) -> str | None:
-    """Say which common mistake explains ``actual``, or None when none does.
-
-    Args:
-        actual: the student's gradient (already known to be wrong).
-        expected: what it should have been (for a step: given the student's own upstream gradients).
-        n: the batch size, to name factors such as 1/n and n/(n-1).
-        mistakes: exercise-specific wrong variants to try first.
-        branches: for a tensor used more than once, the contribution of each use,
-            keyed by the tensor that uses it; their sum is ``expected``.
-
-    Returns:
-        A one-sentence diagnosis, or None.
-    """
-    if not isinstance(actual, torch.Tensor):
-        return None
-    if actual.dim() == 2 and expected.dim() == 2 and actual.shape == expected.T.shape:
-        if close(actual.T, expected):
-            return "it is the transpose of the right gradient: swap the order of the matmul or drop a .T"
-    if actual.shape != expected.shape:
-        return None
-    if not torch.isfinite(actual).all():
-        return None
-    for mistake in mistakes:
-        try:
-            wrong = mistake.compute()
-        except Exception:  # a variant that cannot be built for these shapes explains nothing
-            continue
-        if wrong.shape == actual.shape and close(actual, wrong) and not close(wrong, expected):
-            return mistake.message
-    if branches and len(branches) > 1:
-        used = ", ".join(f"'{name}'" for name in branches)
-        for name, branch in branches.items():
-            others = sum(g for other, g in branches.items() if other != name)
-            if not isinstance(others, torch.Tensor):
-                continue
-            if close(actual, others):
-                return (
-                    f"the contribution through '{name}' is missing: this tensor is used by {used}, "
-                    "and its gradient is the sum over every use (accumulate with +=)"
-                )
-            c = fit_factor(actual - others, branch)
-            if c is not None and not close(c * branch, branch):
-                label = factor_name(c, n) or f"{c:.4g}"
-                return f"the contribution through '{name}' is off by a constant factor of {label}; the others are right"
-    c = fit_factor(actual, expected)
-    if c is not None:
-        label = factor_name(c, n)
-        if label is not None:
-            return f"off by a constant factor of {label}"
-        return f"off by a constant factor of {c:.4g}"
-    return None

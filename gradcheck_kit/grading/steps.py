@@ -9,19 +9,23 @@ Two questions are asked of every gradient:
    was made further up, the tensor passes as "inherited", and only the first
    wrong step costs points: no double penalty.
 
-How close "matches" must be is :mod:`gradcheck_kit.grading.tolerances`; what a
-wrong gradient looks like is :mod:`gradcheck_kit.grading.mistakes`.
+How close "matches" must be is :mod:`gradcheck_kit.grading.tolerances`; which
+mistake a wrong gradient shows is :mod:`gradcheck_kit.grading.detectors`. A wrong
+row carries the detector's :class:`~gradcheck_kit.report.Diagnosis` when one
+recognised the mistake, and says that none did otherwise; the hint travels apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gradcheck_kit.comparison import Comparison, compare
-from gradcheck_kit.grading.mistakes import Mistake, diagnose
+from gradcheck_kit.grading.detectors import diagnose
+from gradcheck_kit.grading.mistakes import Mistake
 from gradcheck_kit.grading.tolerances import (
     TOLERANCES,
     graded_compare,
@@ -30,7 +34,7 @@ from gradcheck_kit.grading.tolerances import (
     step_branches,
     term_scales,
 )
-from gradcheck_kit.report import ERROR, EXACT, INHERITED, NOT_STARTED, OK, WRONG, Row
+from gradcheck_kit.report import ERROR, EXACT, INHERITED, NO_DIAGNOSIS, NOT_STARTED, OK, WRONG, Row
 
 if TYPE_CHECKING:
     # Only the type: the recording's own check() grades with this module.
@@ -38,11 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TOLERANCES", "grade_gradient", "grade_steps", "grading_tolerances", "row_for_error", "term_scales"]
 
-_SHAPE_LIKE = ("type", "shape", "dtype", "device", "nonfinite")
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
+_STRUCTURAL = ("type", "dtype", "device", "nonfinite")
 
 
 def grade_gradient(
@@ -54,14 +54,17 @@ def grade_gradient(
     mistakes: Sequence[Mistake] = (),
     hint: str = "",
     scale: float = 0.0,
+    terms: Mapping[str, torch.Tensor] | None = None,
+    factors: Mapping[str, torch.Tensor] | None = None,
 ) -> Row:
     """Grade a single gradient (exercises 2-4): verdict, and a diagnosis when it is wrong.
 
     ``scale`` is the size of the terms the gradient is a sum of, when larger than its own
-    (see :func:`term_scales`).
+    (see :func:`term_scales`); ``terms`` and ``factors`` are handed to
+    :func:`~gradcheck_kit.grading.detectors.diagnose`.
     """
     c = graded_compare(name, actual, expected, scale)
-    return _verdict(c, actual, expected, n=n, mistakes=mistakes, hint=hint)
+    return _verdict(c, actual, expected, n=n, mistakes=mistakes, hint=hint, terms=terms, factors=factors)
 
 
 def _verdict(
@@ -70,21 +73,22 @@ def _verdict(
     expected: torch.Tensor,
     *,
     n: int | None,
-    mistakes: Sequence[Mistake] = (),
-    branches: Mapping[str, torch.Tensor] | None = None,
     hint: str = "",
+    **evidence: Any,
 ) -> Row:
+    """The row of one gradient: its verdict, and when it is wrong, the diagnosis or that there is none."""
     if c.problem == "missing":
         return Row(c, NOT_STARTED, "no gradient yet")
     if c.approximate:
         return Row(c, EXACT if c.exact else OK)
-    if c.problem in _SHAPE_LIKE:
-        found = diagnose(actual, expected, n=n) if c.problem == "shape" else None
-        return Row(c, WRONG, found or " ".join(c.message.split("\n")))
-    found = diagnose(actual, expected, n=n, mistakes=mistakes, branches=branches)
-    if found in {m.message for m in mistakes}:
-        return Row(c, WRONG, found)  # a recognised mistake says all there is to say
-    return Row(c, WRONG, _join(found or "", hint) or _first_line(c.message))
+    if c.problem in _STRUCTURAL:
+        return Row(c, WRONG, " ".join(c.message.split("\n")))
+    found = diagnose(actual, expected, n=n, name=c.name, **evidence)
+    if c.problem == "shape":
+        # The comparison's own guess from the shapes alone gives way to what the values show.
+        said = c.message.split("\n")[:1] if found else c.message.split("\n")
+        return Row(c, WRONG, " ".join(said), diagnosis=found, hint=hint)
+    return Row(c, WRONG, "" if found else NO_DIAGNOSIS, diagnosis=found, hint=hint)
 
 
 def _join(*parts: str) -> str:
@@ -92,9 +96,18 @@ def _join(*parts: str) -> str:
 
 
 def _usable(value: object, like: torch.Tensor) -> torch.Tensor | None:
-    """The student's gradient as an upstream for the next step, when it can serve as one (NaN included)."""
-    if not isinstance(value, torch.Tensor) or value.shape != like.shape or not value.is_floating_point():
+    """The student's gradient as an upstream for the next step, when it can serve as one (NaN included).
+
+    A gradient wrong only in its shape (``(32,)`` where ``(32, 1)`` belongs: the same
+    elements, size-1 dimensions added or dropped) serves with its values reshaped, so
+    the steps below it are checked on what the student computed: one mistake, one charge.
+    """
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
         return None
+    if value.shape != like.shape:
+        if [s for s in value.shape if s != 1] != [s for s in like.shape if s != 1]:
+            return None
+        value = value.reshape(like.shape)
     return value.detach().to(device=like.device, dtype=like.dtype)
 
 
@@ -138,6 +151,9 @@ def grade_steps(
                 upstream[name] = ref
     loss_name = next((k for k, t in recording.intermediates.items() if t is loss), None)
     scale = term_scales(recording, loss, every)
+    # What the detectors may name: the forward pass's tensors, and the student's other gradients.
+    factors = {k: t.detach() for k, t in recording.tensors.items() if k != loss_name}
+    others = {k: (student.get(k), ref) for k, ref in reference.items()}
 
     rows: list[Row] = []
     first_wrong: str | None = None
@@ -146,30 +162,46 @@ def grade_steps(
         consumers = recording.consumers(name)
         # The reference's terms set the scale: a student's huge upstream must not widen the tolerance.
         c = graded_compare(name, actual, expected, scale(name))
-        known = mistakes.get(name, ())
+        evidence: dict[str, Any] = {"mistakes": mistakes.get(name, ()), "factors": factors, "others": others}
         branches = step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
         if c.problem in ("mismatch", "nonfinite") and branches:
             step = sum(branches.values())
             assert isinstance(step, torch.Tensor)
-            source = f" (d{first_wrong})" if first_wrong else ""
             upstream_scale = largest_magnitude(upstream[u] for u in consumers if u in upstream)
             own = _own_step(name, actual, step, expected, upstream_scale)
             if own is None:
-                rows.append(Row(c, WRONG, f"cannot be checked: your upstream gradients{source} make this step "
-                                          "zero or NaN everywhere; fix them first"))  # fmt: skip
+                rows.append(Row(c, WRONG, _unchecked(consumers, upstream, reference, first_wrong)))
                 continue
             if own:
+                source = f" (d{first_wrong})" if first_wrong else ""
                 where = "the NaN/Inf values come from upstream" if c.problem == "nonfinite" else "the error is upstream"
                 rows.append(Row(c, INHERITED, f"your step is right; {where}{source}"))
                 continue
-            row = _verdict(c, actual, step, n=n, mistakes=known, branches=branches, hint=hints.get(name, ""))
+            row = _verdict(c, actual, step, n=n, branches=branches, hint=hints.get(name, ""), **evidence)
         else:
-            row = _verdict(c, actual, expected, n=n, mistakes=known, hint=hints.get(name, ""))
+            row = _verdict(c, actual, expected, n=n, hint=hints.get(name, ""), **evidence)
         if row.verdict == WRONG and first_wrong is None:
             first_wrong = name
-            row = Row(row.comparison, row.verdict, _join("first wrong step", row.note))
+            row = replace(row, note=_join("first wrong step", row.note))
         rows.append(row)
     return rows
+
+
+def _unchecked(
+    consumers: Sequence[str],
+    upstream: Mapping[str, torch.Tensor],
+    reference: Mapping[str, torch.Tensor],
+    first_wrong: str | None,
+) -> str:
+    """Why a step cannot be checked, naming the student's upstream gradients that are all zeros."""
+    zeros = [u for u in consumers if u in reference and u in upstream and not bool(upstream[u].any())]
+    source = first_wrong or (zeros[0] if zeros else None)
+    text = f"cannot be checked: your upstream gradients{f' (d{source})' if source else ''} make this step zero or NaN "
+    text += "everywhere"
+    if zeros:
+        named = ", ".join(f"d{u}" for u in zeros)
+        text += f", and {named} {'is' if len(zeros) == 1 else 'are'} all zeros (a placeholder not written yet?)"
+    return text + "; fix them first"
 
 
 def _own_step(name: str, actual: object, step: torch.Tensor, expected: torch.Tensor, scale: float) -> bool | None:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["Call", "MissingName", "Reply", "exception_line", "execute", "failure", "map_tensors"]
 
 _GiB = 1024**3
+#: The most bytes of tensors a function that raised sends back of what it had computed.
+_HELD_LIMIT = 64 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,43 @@ def execute(call: Call) -> Reply:
                 sys.modules.pop(each.__name__, None)
     if not all(restored):  # a setting that could not be put back would change every later call
         reply = Reply(reply.outcome, reusable=False)
-    return _send_back(reply, call.memory_limit) if reply.outcome.ok else reply
+    if reply.outcome.ok:
+        return _send_back(reply, call.memory_limit)
+    if reply.outcome.value is not None:  # what a function that raised had computed: sent when it can be
+        sent = _send_back(reply, call.memory_limit)
+        if sent.outcome.message == reply.outcome.message:
+            return sent
+        return reply._replace(outcome=dataclasses.replace(reply.outcome, value=None))
+    return reply
+
+
+def _held_at_failure(exc: BaseException, func: Any) -> dict[str, Any] | None:
+    """The tensors the called function's own frame held when it raised, by variable name, for partial credit.
+
+    Its local tensors, and the tensors in its local dicts keyed by strings (``g["probs"]``),
+    as ``{"dprobs": ..., "g": {"probs": ...}}``; None when it held none, or more than
+    :data:`_HELD_LIMIT` bytes of them (a driver's frame holding a training set, say).
+    """
+    import torch
+
+    code = getattr(func, "__code__", None)
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not code:
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    held: dict[str, Any] = {}
+    for name, value in tb.tb_frame.f_locals.items():
+        if isinstance(value, torch.Tensor):
+            held[name] = value
+        elif type(value) is dict:
+            tensors = {k: v for k, v in value.items() if type(k) is str and isinstance(v, torch.Tensor)}
+            if tensors:
+                held[name] = tensors
+    tensors = [t for v in held.values() for t in (v.values() if isinstance(v, dict) else (v,))]
+    if sum(t.numel() * t.element_size() for t in tensors) > _HELD_LIMIT:
+        return None
+    return held or None
 
 
 def _call_function(
@@ -131,6 +169,8 @@ def _call_function(
         return Reply(failure("missing_function", str(exc), duration=time.perf_counter() - started))
     except Exception as exc:
         outcome = _raised(exc, files, time.perf_counter() - started, memory_limit)
+        if outcome.status == "error":
+            outcome = dataclasses.replace(outcome, value=_held_at_failure(exc, func))
         return Reply(outcome, reusable=not (on_cuda and _breaks_cuda(exc)))
     outcome = Outcome("ok", value, duration=time.perf_counter() - started)
     # A thread the function left running would go on competing with later calls.

@@ -78,7 +78,9 @@ class Outcome:
 
     ``value`` is the return value for ``"ok"``, with every tensor in it (also
     inside lists, tuples, dicts and SimpleNamespaces) replaced by a
-    :class:`ReturnedTensor`, and ``None`` otherwise. ``message`` says what
+    :class:`ReturnedTensor`; for ``"error"``, what the function had computed when
+    it raised (the tensors among its local variables, by name, and in its local
+    dicts), or ``None``; ``None`` otherwise. ``message`` says what
     happened and, for an exception, at which line of the student's file;
     ``traceback`` starts at the student's first frame. ``duration`` is the
     function's own run time when it ended by itself and the time waited

@@ -403,6 +403,11 @@ def _serve(
 def _encode(reply: Reply, limit: int) -> bytes:
     """The reply's bytes, or those of a failure that says why the value cannot be sent."""
     outcome = reply.outcome
+    if not outcome.ok and outcome.value is not None:
+        try:
+            return encode_reply(reply, limit)
+        except Exception:  # a failed call's partial results are a bonus: the failure goes without them
+            reply = Reply(dataclasses.replace(outcome, value=None), reply.reusable)
     try:
         return encode_reply(reply, limit)
     except Unsendable as exc:
