@@ -15,7 +15,7 @@ __all__ = ["main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "grade": (
         "gradcheck_kit.autograder.command",
-        "grade a folder of exercise solutions (tables, score, Gradescope results.json)",
+        "grade a folder of exercise solutions (tables, score, Gradescope results.json), or a class into a gradebook",
     ),
     "bench": ("gradcheck_kit.bench.cli", "benchmark fused against chunked backward passes"),
     "train": (

@@ -4,7 +4,10 @@ The grading is ``pytest exercises/ --gradcheck-impl=SUBMISSION_DIR -m gradcheck`
 child process: whatever the submission does (hang, exit, kill its parent) cannot
 take this command down, and results.json is written even when the child dies,
 with what had been graded and why the rest was not. Nothing is copied: the
-submission is graded where it lies.
+submission is graded where its exercise files lie (in a subfolder, when that is
+where they are). Given a class (several submissions, a folder of them, a zip of
+them), each is graded by a child ``gradcheck-kit grade`` of its own, several at
+once, into a gradebook (:mod:`gradcheck_kit.autograder.batch`).
 """
 
 from __future__ import annotations
@@ -22,26 +25,68 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gradcheck_kit.autograder.archive import UnsafeArchive
+from gradcheck_kit.autograder.classroom import (
+    Classroom,
+    NoSubmission,
+    NotGradable,
+    exercise_files,
+    find_submissions,
+    prepare,
+)
 from gradcheck_kit.autograder.gradescope import write_json
 from gradcheck_kit.autograder.results import format_points
 from gradcheck_kit.verdicts import RUNNING
 
-__all__ = ["add_arguments", "find_exercises", "pytest_command", "run"]
+__all__ = ["add_arguments", "find_exercises", "pytest_command", "run", "split_pytest_args"]
 
 #: Seconds an interrupted grading run gets to write its results before it is killed.
 _GRACE = 15.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "%(prog)s [options] SUBMISSION [SUBMISSION ...] [-- PYTEST_ARGS]"
     parser.add_argument(
-        "submission",
-        metavar="SUBMISSION_DIR",
-        help="folder with the student's files, named as in exercises/ (ex1_chunked_backward.py, ...)",
+        "submissions",
+        nargs="*",
+        metavar="SUBMISSION",
+        help="a folder with the student's files, named as in exercises/ (ex1_chunked_backward.py, ...; "
+        "found in subfolders too), a notebook (.ipynb), or a class: several of them, a folder of them, "
+        "a .zip of them, Gradescope's 'Download all submissions' export",
     )
     parser.add_argument(
         "--gradescope",
         metavar="PATH",
-        help="write Gradescope's results.json to PATH (on Gradescope: /autograder/results/results.json)",
+        help="write Gradescope's results.json to PATH (on Gradescope: /autograder/results/results.json); "
+        "one submission only",
+    )
+    group = parser.add_argument_group("grading a class")
+    group.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="grade N submissions at once (default: the number of CPUs)",
+    )
+    group.add_argument(
+        "--gradebook",
+        metavar="FILE.csv",
+        help="the gradebook, one row per submission (default: gradebook.csv in --out, else ./gradebook.csv)",
+    )
+    group.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the folder of each submission's results.json and grading log (default: results/ beside the gradebook)",
+    )
+    group.add_argument(
+        "--force",
+        action="store_true",
+        help="grade again the submissions whose files and grader are unchanged since their row was written",
+    )
+    group.add_argument(
+        "--plot",
+        metavar="PATH.png",
+        help="draw the score distribution in a PNG (needs matplotlib: pip install 'gradcheck-kit[plots]')",
     )
     parser.add_argument(
         "--exercises",
@@ -75,26 +120,136 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "cpu", "cuda"),
         help="devices to grade on (default: auto, the cpu and CUDA when there is one)",
     )
-    parser.add_argument(
-        "pytest_args",
-        nargs="*",
-        metavar="-- PYTEST_ARGS",
-        help="more pytest options, after --; e.g. -- --tb=short to see each failure in full",
+    parser.set_defaults(pytest_args=[])
+    parser.epilog = (
+        "Everything after -- goes to pytest (e.g. -- -k ex2, -- --tb=short); "
+        "the options of grade may come before or after the submissions."
     )
+    # argparse ends a list of positionals at the first option and takes the words after "--" for
+    # more positionals, so "DIR --gradescope X -- -k ex2" would leave "-k ex2" unrecognised: the
+    # words after "--" are set apart before argparse reads the rest.
+    parser.parse_known_args = split_pytest_args(parser.parse_known_args)  # type: ignore[method-assign]
+
+
+def split_pytest_args(parse: Any) -> Any:
+    """Wrap an argument parser's ``parse_known_args`` to give what follows the first ``--`` to ``pytest_args``."""
+
+    def parse_known_args(args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        extra: list[str] = []
+        if "--" in words:
+            at = words.index("--")
+            words, extra = words[:at], words[at + 1 :]
+        parsed, unknown = parse(words, namespace)
+        parsed.pytest_args = extra
+        return parsed, unknown
+
+    return parse_known_args
 
 
 def run(args: argparse.Namespace) -> int:
-    """Grade; return 0 only on full marks, 1 otherwise, 2 when the command is used wrongly."""
-    submission = Path(args.submission).expanduser().resolve()
-    if not submission.is_dir():
-        return _usage_error(f"{args.submission}: no such folder")
+    """Grade; return 0 only on full marks, 1 otherwise, 2 when the command is used wrongly.
+
+    A class is graded into a gradebook: 0 when every submission was graded, whatever the
+    scores, 1 when some could not be, 130 when Ctrl-C stopped it.
+    """
+    if not args.submissions:
+        return _usage_error(
+            "give the SUBMISSION to grade (a folder, .zip or .ipynb) before --: everything after -- goes to pytest, "
+            "e.g. gradcheck-kit grade DIR --gradescope results.json -- -k ex2"
+        )
     try:
         exercises = find_exercises(args.exercises)
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
     if args.workers is not None and not _has_xdist():
         return _usage_error("--workers needs pytest-xdist: pip install 'gradcheck-kit[xdist]'")
+    names = exercise_files(exercises)
+    with tempfile.TemporaryDirectory(prefix="gradcheck-class-") as scratch:
+        try:
+            room = find_submissions(args.submissions, Path(scratch), names)
+        except (NoSubmission, UnsafeArchive) as exc:
+            return _usage_error(str(exc))
+        class_options = [o for o, v in _CLASS_OPTIONS.items() if getattr(args, v) not in (None, False)]
+        if len(room.submissions) == 1 and not room.class_given and not class_options:
+            try:
+                folder, note = prepare(room.submissions[0], Path(scratch), names)
+            except NotGradable as exc:
+                return _usage_error(str(exc))
+            if note:
+                print(f"{args.submissions[0]}: {note}", flush=True)
+            return _grade_one(args, folder, exercises)
+        return _grade_class(args, room, exercises, Path(scratch))
 
+
+#: The options that only grading a class takes, by attribute.
+_CLASS_OPTIONS = {"--jobs": "jobs", "--gradebook": "gradebook", "--out": "out", "--force": "force", "--plot": "plot"}
+
+
+def _grade_class(args: argparse.Namespace, room: Classroom, exercises: Path, scratch: Path) -> int:
+    from gradcheck_kit.autograder.batch import ClassOptions, grade_class
+    from gradcheck_kit.autograder.gradebook import Gradebook
+
+    if args.gradescope:
+        return _usage_error(
+            f"--gradescope writes the results.json of one submission, and {len(room.submissions)} were given: "
+            "use --gradebook FILE.csv (each submission's results.json goes to results/ beside it) or --out DIR"
+        )
+    jobs = args.jobs if args.jobs is not None else os.cpu_count() or 1
+    if jobs < 1:
+        return _usage_error(f"--jobs must be at least 1, got {jobs}")
+    shared_user = _shared_sandbox_user()
+    if jobs > 1 and shared_user:
+        return _usage_error(
+            f"{shared_user} names one user for every sandbox, and only one grading process may use it at a "
+            f"time: grade with -j 1, or unset {shared_user} so that each grading process takes a uid of its own"
+        )
+    if args.plot and not _importable("matplotlib"):
+        return _usage_error("--plot needs matplotlib: pip install 'gradcheck-kit[plots]'")
+    if args.gradebook:
+        gradebook = Path(args.gradebook).expanduser().resolve()
+        out = Path(args.out).expanduser().resolve() if args.out else gradebook.parent / "results"
+    else:
+        out = Path(args.out or "results").expanduser().resolve()
+        gradebook = (out if args.out else Path.cwd()) / "gradebook.csv"
+    try:
+        Gradebook.load(gradebook)
+    except (OSError, ValueError) as exc:
+        return _usage_error(str(exc))
+    grade_options: list[str] = []
+    for option, value in (
+        ("--timeout", args.timeout), ("--deadline", args.deadline), ("--device", args.device), ("-n", args.workers)
+    ):  # fmt: skip
+        if value is not None:
+            grade_options += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    options = ClassOptions(
+        exercises=exercises,
+        gradebook=gradebook,
+        out=out,
+        jobs=jobs,
+        force=args.force,
+        grade_options=tuple(grade_options),
+        pytest_args=tuple(args.pytest_args),
+        plot=Path(args.plot).expanduser().resolve() if args.plot else None,
+    )
+    return grade_class(room, options, scratch)
+
+
+def _shared_sandbox_user() -> str | None:
+    """The environment variable that names one sandbox user for every grading process, when it is set and in force."""
+    from gradcheck_kit.sandbox.isolation import ENVIRONMENT
+
+    return ENVIRONMENT if os.environ.get(ENVIRONMENT, "").strip() and os.geteuid() == 0 else None
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _grade_one(args: argparse.Namespace, submission: Path, exercises: Path) -> int:
+    """Grade the submission in the folder ``submission``, as ``gradcheck-kit grade DIR`` does."""
     with tempfile.TemporaryDirectory(prefix="gradcheck-grade-") as scratch:
         results = Path(args.gradescope).expanduser().resolve() if args.gradescope else Path(scratch, "results.json")
         with contextlib.suppress(FileNotFoundError):
@@ -223,9 +378,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _has_xdist() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("xdist") is not None
+    return _importable("xdist")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
