@@ -64,7 +64,9 @@ def _check_member(archive: Path, member: zipfile.ZipInfo) -> None:
     if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
         raise UnsafeArchive(f"{archive}: member {member.filename!r} is an absolute path; refusing to unpack it")
     if ".." in path.parts:
-        raise UnsafeArchive(f"{archive}: member {member.filename!r} leads out of the folder (..); refusing to unpack it")
+        raise UnsafeArchive(
+            f"{archive}: member {member.filename!r} leads out of the folder (..); refusing to unpack it"
+        )
     mode = member.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise UnsafeArchive(f"{archive}: member {member.filename!r} is a symbolic link; refusing to unpack it")
@@ -83,7 +85,8 @@ def _extract(zf: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, written: 
             written += len(chunk)
             if written > cap:
                 raise UnsafeArchive(
-                    f"{archive}: unpacks to more than {cap // 1024**2} MiB (at {member.filename!r}); refusing to unpack it"
+                    f"{archive}: unpacks to more than {cap // 1024**2} MiB (at {member.filename!r}); "
+                    "refusing to unpack it"
                 )
             out.write(chunk)
     return written

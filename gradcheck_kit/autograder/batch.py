@@ -30,12 +30,11 @@ from gradcheck_kit.autograder.gradebook import (
     ERROR,
     Gradebook,
     error_row,
-    grader_fingerprint,
     graded_row,
+    grader_fingerprint,
     submission_fingerprint,
 )
 from gradcheck_kit.autograder.summary import plot, summary
-from gradcheck_kit.course.catalogue import Hints
 
 __all__ = ["ClassOptions", "Job", "grade_class", "grade_command"]
 
@@ -144,7 +143,7 @@ def grade_class(
     interrupted = runner.run(todo)
     rows = book.select(s.identifier for s in room.submissions)
     print("", file=out)
-    print("\n".join(summary(rows, options.out, Hints.load(options.exercises / "hints.toml"))), file=out)
+    print("\n".join(summary(rows, options.out)), file=out)
     if options.plot is not None and rows:
         plot(rows, options.plot)
         print(f"score distribution drawn in {options.plot}", file=out)

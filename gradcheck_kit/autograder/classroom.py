@@ -335,10 +335,10 @@ def prepare(submission: Submission, scratch: Path, names: frozenset[str]) -> tup
 def _from_notebook(notebook: Path, dest: Path) -> Path:
     try:
         from gradcheck_kit.autograder.notebook import submission_from_notebook
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:  # the intake is another part of gradcheck-kit, absent from some installations
         if exc.name != "gradcheck_kit.autograder.notebook":
             raise
-        raise NotGradable(f"notebook intake not available in this installation: {notebook.name} was not graded") from None
+        raise NotGradable(f"notebook intake not available: {notebook.name} was not graded") from None
     dest.mkdir(parents=True, exist_ok=True)
     try:
         return Path(submission_from_notebook(notebook, dest))

@@ -52,13 +52,21 @@ def submission_fingerprint(submission: Submission, grader: str) -> str:
     """A hash of every file of ``submission`` (names and contents, links not followed) and of ``grader``."""
     digest = hashlib.sha256(grader.encode())
     root = submission.root
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    files = [root] if root.is_file() else sorted(_files(root))
     for path in files:
         digest.update(b"\0" + str(path.relative_to(root) if path != root else path.name).encode() + b"\0")
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1024**2), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:32]
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every regular file under ``folder``; links, to files or folders, are not followed."""
+    out = []
+    for top, _, names in os.walk(folder):
+        out += [p for p in (Path(top, n) for n in names) if p.is_file() and not p.is_symlink()]
+    return out
 
 
 def grader_fingerprint(exercises: Path, options: Sequence[str]) -> str:

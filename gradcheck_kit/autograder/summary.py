@@ -1,19 +1,18 @@
 """What a class's grading shows at its end: the score distribution, the commonest mistakes, the slowest submissions.
 
-The mistakes are read back from each submission's results.json: a gradient row whose
-verdict is ``wrong`` is printed in the check's output as ``dNAME: WRONG: note``; the note is
-the diagnosis (a missing ``keepdim``, off by ``1/n``, the biased variance, ...) joined to
-the hint for that gradient or exercise. The hint is what the grader says to everyone who got it wrong,
-so it is taken off (the hints come from the exercises' hints.toml) and only what was
-detected is counted. A failed check with no such row (an exception, a time limit, a
-use of autograd) is counted by the first line of what it printed.
+The mistakes are read back from each submission's results.json: each wrong gradient's
+row carries the mistake a detector recognised in its values (``diagnosis.detected``:
+off by ``1/n``, a missing ``keepdim``, the biased variance, ...), kept apart from the
+evidence (which differs from student to student) and from the hint (which the grader
+gives everyone). A wrong row with no diagnosis is counted as such; a failed check with
+no wrong row (an exception, a time limit, a use of autograd) by the first line of what
+it printed. Each submission counts once per mistake, however many checks showed it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,17 +21,12 @@ from typing import Any
 
 from gradcheck_kit.autograder.gradebook import ERROR, GRADED, INCOMPLETE
 from gradcheck_kit.autograder.results import format_points, strip_ansi
-from gradcheck_kit.course.catalogue import EXERCISES, Hints
-from gradcheck_kit.verdicts import NOT_STARTED
+from gradcheck_kit.course.catalogue import EXERCISES
+from gradcheck_kit.report import NO_DIAGNOSIS
+from gradcheck_kit.verdicts import NOT_STARTED, WRONG
 
-__all__ = ["NOT_RECOGNISED", "histogram", "mistakes", "mistakes_of", "plot", "summary"]
+__all__ = ["histogram", "mistakes", "mistakes_of", "plot", "summary"]
 
-#: How a wrong gradient whose values matched none of the known mistakes is counted.
-NOT_RECOGNISED = "wrong, no known mistake recognised (the grader showed the hint)"
-# A failed check's output names each wrong gradient on a line of its own: "  dcounts: WRONG: what was found".
-_WRONG_LINE = re.compile(r"^\s+(\S+): WRONG: (.*)$", re.MULTILINE)
-# What the grader says of a wrong gradient when it recognises no mistake: the comparison's first line.
-_COMPARISON_ONLY = ("Mismatched elements", "Greatest absolute difference")
 _BINS = 10
 _BAR = 40
 _LONGEST = 110
@@ -41,7 +35,6 @@ _LONGEST = 110
 def summary(
     rows: Sequence[Mapping[str, str]],
     results_dir: Path,
-    hints: Hints,
     *,
     top: int = 3,
     slowest: int = 5,
@@ -51,7 +44,7 @@ def summary(
     lines = [_counts(rows)]
     if graded:
         lines += ["", "score distribution:", *histogram(graded)]
-        found = mistakes(graded, results_dir, hints)
+        found = mistakes(graded, results_dir)
         lines += ["", "most common mistakes (submissions that made each):"]
         if not any(found.values()):
             lines.append("  none detected: every graded check that failed was not started")
@@ -115,7 +108,7 @@ def _fraction(row: Mapping[str, str]) -> float:
     return float(row["score"] or 0) / total if total > 0 else 0.0
 
 
-def mistakes(rows: Iterable[Mapping[str, str]], results_dir: Path, hints: Hints) -> dict[str, Counter[str]]:
+def mistakes(rows: Iterable[Mapping[str, str]], results_dir: Path) -> dict[str, Counter[str]]:
     """Per exercise, how many submissions made each mistake, from their results.json files."""
     found: dict[str, Counter[str]] = {key: Counter() for key in EXERCISES}
     for row in rows:
@@ -123,12 +116,12 @@ def mistakes(rows: Iterable[Mapping[str, str]], results_dir: Path, hints: Hints)
             data = json.loads((results_dir / row["results"]).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        for key, labels in mistakes_of(data, hints).items():
+        for key, labels in mistakes_of(data).items():
             found.setdefault(key, Counter()).update(labels)
     return found
 
 
-def mistakes_of(data: Mapping[str, Any], hints: Hints) -> dict[str, set[str]]:
+def mistakes_of(data: Mapping[str, Any]) -> dict[str, set[str]]:
     """The mistakes one results.json shows, per exercise, each once however many checks showed it."""
     out: dict[str, set[str]] = {}
     for test in data.get("tests", []):
@@ -136,24 +129,25 @@ def mistakes_of(data: Mapping[str, Any], hints: Hints) -> dict[str, set[str]]:
         if test.get("status") != "failed" or extra.get("outcome") != "failed":
             continue  # passed, skipped or not run: nothing was detected
         key = (test.get("tags") or ["?"])[0]
-        output = strip_ansi(str(test.get("output", "")))
-        wrong = [m.groups() for m in _WRONG_LINE.finditer(output)]
-        labels = {_diagnosis(name, text, key, hints) for name, text in wrong}
+        wrong = [row for row in extra.get("rows", []) if row.get("verdict") == WRONG]
+        labels = {_detected(row) for row in wrong}
         if not wrong and extra.get("verdict") != NOT_STARTED:
-            labels.add(_first_line(output))
+            labels.add(_first_line(strip_ansi(str(test.get("output", "")))))
         out.setdefault(key, set()).update(label for label in labels if label)
     return out
 
 
-def _diagnosis(shown: str, text: str, exercise: str, hints: Hints) -> str:
-    """What the grader detected in one wrong gradient, without the hints it adds for everyone."""
-    name = shown[1:] if shown.startswith("d") else shown
-    known_hints = {hints.exercise.get(exercise, ""), hints.tensors.get(name, ""), hints.tensors.get(shown, "")}
-    parts = [p.strip() for p in text.split(" — ")]
-    detected = [p for p in parts if p and p != "first wrong step" and p not in known_hints]
-    if not detected or detected[0].startswith(_COMPARISON_ONLY):
-        return f"{shown}: {NOT_RECOGNISED}"
-    return f"{shown}: {' — '.join(detected)}"
+def _detected(row: Mapping[str, Any]) -> str:
+    """What the grader found wrong in one gradient: the recognised mistake, else what is structurally off."""
+    name = str(row.get("name", "?"))
+    shown = f"d{name}" if row.get("kind", "gradient") == "gradient" else name
+    diagnosis = row.get("diagnosis")
+    if isinstance(diagnosis, Mapping) and diagnosis.get("detected"):
+        return f"{shown}: {diagnosis['detected']}"
+    message = str(row.get("message") or "").strip()
+    if row.get("problem") not in (None, "mismatch") and message:
+        return f"{shown}: {message.splitlines()[0]}"  # a shape, dtype, type or device, or NaN: said by the comparison
+    return f"{shown}: {NO_DIAGNOSIS}"
 
 
 def _first_line(output: str) -> str:
