@@ -467,17 +467,17 @@ def in_process():
 
 
 def test_the_speed_line_compares_the_students_own_fused_and_chunked_passes(in_process):
-    line = speed_line(SOLUTIONS, in_process)
+    line = speed_line(SOLUTIONS, in_process, seconds=0.0)
     assert line is not None
-    assert line.startswith("your fused backward (exercises 2-4): ")
-    assert "than your chunked one (exercise 1)" in line
+    assert line.startswith("your fused backward (exercises 2-4)")  # a ratio, or why there is none
+    assert "your chunked one (exercise 1)" in line
 
 
 def test_no_speed_line_until_both_pass(tmp_path, in_process):
-    assert speed_line(EXERCISES, in_process) is None
+    assert speed_line(EXERCISES, in_process, seconds=0.0) is None
     shutil.copytree(SOLUTIONS, tmp_path, dirs_exist_ok=True)
     (tmp_path / "ex2_cross_entropy.py").write_text(WRONG_CROSS_ENTROPY)
-    assert speed_line(tmp_path, in_process) is None
+    assert speed_line(tmp_path, in_process, seconds=0.0) is None
 
 
 def test_the_speed_lines_passes_run_under_the_guard(tmp_path, in_process):
@@ -485,7 +485,7 @@ def test_the_speed_lines_passes_run_under_the_guard(tmp_path, in_process):
     source = (tmp_path / "ex4_embedding.py").read_text()
     cheat = "    import torch\n    torch.ones(1, requires_grad=True).sum().backward()\n"
     (tmp_path / "ex4_embedding.py").write_text(source.replace('    """\n', '    """\n' + cheat, 1))
-    assert speed_line(tmp_path, in_process) is None
+    assert speed_line(tmp_path, in_process, seconds=0.0) is None
 
 
 # ----------------------------------------------------------------- pytest-benchmark

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from gradcheck_kit.bench import variants as v
 from gradcheck_kit.bench.impl import Implementation
+from gradcheck_kit.bench.mlp_chain import fused_backward
 from gradcheck_kit.bench.spec import INDEX_BYTES, Inputs, Op, Params, Thunk, Variant, autograd_call
 from gradcheck_kit.makemore.model import GRADED, PARAMETERS, Config, build
 
@@ -66,12 +67,7 @@ def fused_pass(
     batchnorm: Callable[..., torch.Tensor] = v.batchnorm_fused,
     embedding: Callable[..., torch.Tensor] = v.embedding_index_add,
 ) -> dict[str, torch.Tensor]:
-    return v.mlp_backward(
-        f,
-        lambda f: cross_entropy(f.logits, f.Yb),
-        lambda f, dhpreact: batchnorm(dhpreact, f.bngain, f.bnraw, f.bnvar_inv),
-        lambda f, demb: embedding(demb, f.Xb, f.C.shape[0]),
-    )
+    return fused_backward(f, cross_entropy, batchnorm, embedding)
 
 
 def _mlp_impl(impl: Implementation, device: torch.device) -> tuple[Variant, ...]:

@@ -8,11 +8,13 @@ scatter-add of exercise 4. ``f`` is a namespace with the notebook's names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+# Re-exported: the variants' shared chain lives apart, for the speed line's worker to load without them.
+from gradcheck_kit.bench.mlp_chain import mlp_backward
 
 __all__ = [
     "batchnorm_chunked",
@@ -110,40 +112,3 @@ def embedding_index_put(demb: torch.Tensor, Xb: torch.Tensor, num_embeddings: in
     d = demb.shape[-1]
     dC = torch.zeros(num_embeddings, d, dtype=demb.dtype, device=demb.device)
     return dC.index_put_((Xb.reshape(-1),), demb.reshape(-1, d), accumulate=True)
-
-
-def mlp_backward(
-    f: Any,
-    dlogits_of: Callable[[Any], torch.Tensor],
-    dhprebn_of: Callable[[Any, torch.Tensor], torch.Tensor],
-    dC_of: Callable[[Any, torch.Tensor], torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """The parameters' gradients of the whole MLP, with the three layers' backward passes plugged in.
-
-    The linear layers and the tanh are the same in every variant (exercise 4's
-    training loop); what differs is how the loss, the batchnorm and the embedding
-    are taken back.
-
-    Args:
-        f: the forward pass, by the notebook's names.
-        dlogits_of: ``f -> dlogits``.
-        dhprebn_of: ``(f, dhpreact) -> dhprebn``.
-        dC_of: ``(f, demb) -> dC``.
-
-    Returns:
-        ``{"C": dC, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "bngain": ..., "bnbias": ...}``.
-    """
-    dlogits = dlogits_of(f)
-    dh = dlogits @ f.W2.T
-    dW2 = f.h.T @ dlogits
-    db2 = dlogits.sum(0)
-    dhpreact = (1.0 - f.h**2) * dh
-    dbngain = (f.bnraw * dhpreact).sum(0, keepdim=True)
-    dbnbias = dhpreact.sum(0, keepdim=True)
-    dhprebn = dhprebn_of(f, dhpreact)
-    dembcat = dhprebn @ f.W1.T
-    dW1 = f.embcat.T @ dhprebn
-    db1 = dhprebn.sum(0)
-    demb = dembcat.view(f.emb.shape)
-    dC = dC_of(f, demb)
-    return {"C": dC, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "bngain": dbngain, "bnbias": dbnbias}
