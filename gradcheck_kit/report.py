@@ -138,13 +138,13 @@ class Row:
         """The note column: the remark, then the diagnosis, or when a wrong row has none, that and the hint.
 
         ``"first wrong step — off by a constant factor of n = 32 (...)"``, or
-        ``"first wrong step — no specific mistake recognised; hint: ..."``.
+        ``"first wrong step — no specific mistake recognised — hint: ..."``.
         """
         parts = [self.note]
         if self.diagnosis is not None:
             parts.append(str(self.diagnosis))
         elif self.verdict == WRONG and self.hint:
-            parts.append(f"{NO_DIAGNOSIS}; hint: {self.hint}")
+            parts.append(f"hint: {self.hint}")
         return " — ".join(part for part in parts if part)
 
     def as_dict(self) -> dict[str, Any]:

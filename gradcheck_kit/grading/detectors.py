@@ -42,6 +42,7 @@ def diagnose(
     factors: Mapping[str, torch.Tensor] | None = None,
     others: Mapping[str, tuple[object, torch.Tensor]] | None = None,
     name: str = "",
+    scale: float = 0.0,
 ) -> Diagnosis | None:
     """Say which mistake explains ``actual``, or None when no detector recognises one.
 
@@ -58,6 +59,9 @@ def diagnose(
         others: the student's other gradients with their right values, by name, to find
             one that is the same tensor as this one.
         name: this gradient's name, as the student's variable (``bndiff`` for ``dbndiff``).
+        scale: the size of the terms the gradient sums (see
+            :func:`~gradcheck_kit.grading.tolerances.term_scales`): a gradient within rounding
+            of those is right, and no detector is asked about it.
     """
     if not isinstance(actual, torch.Tensor):
         return None
@@ -66,6 +70,8 @@ def diagnose(
     if not actual.is_floating_point() or not torch.isfinite(actual).all():
         return None
     actual = actual.detach().to(device=expected.device)
+    if float((actual.double() - expected.double()).abs().max()) <= 1e-3 * max(scale, _scale(expected)):
+        return None  # right up to rounding (of the terms it sums, for a gradient that is noise): nothing to name
     for mistake in mistakes:
         try:
             wrong = mistake.compute()

@@ -64,7 +64,7 @@ def grade_gradient(
     :func:`~gradcheck_kit.grading.detectors.diagnose`.
     """
     c = graded_compare(name, actual, expected, scale)
-    return _verdict(c, actual, expected, n=n, mistakes=mistakes, hint=hint, terms=terms, factors=factors)
+    return _verdict(c, actual, expected, n=n, mistakes=mistakes, hint=hint, terms=terms, factors=factors, scale=scale)
 
 
 def _verdict(
@@ -162,7 +162,12 @@ def grade_steps(
         consumers = recording.consumers(name)
         # The reference's terms set the scale: a student's huge upstream must not widen the tolerance.
         c = graded_compare(name, actual, expected, scale(name))
-        evidence: dict[str, Any] = {"mistakes": mistakes.get(name, ()), "factors": factors, "others": others}
+        evidence: dict[str, Any] = {
+            "mistakes": mistakes.get(name, ()),
+            "factors": factors,
+            "others": others,
+            "scale": scale(name),
+        }
         branches = step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
         if c.problem in ("mismatch", "nonfinite") and branches:
             step = sum(branches.values())

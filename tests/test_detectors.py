@@ -1,0 +1,183 @@
+"""Detectors name the mistake a wrong gradient shows, from its values; right answers never trigger them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradcheck_kit.grading.detectors import diagnose, misshapen, per_line_factor, term_factors, wrong_lines, zeros
+from gradcheck_kit.grading.sizes import hard_coded, literals
+from gradcheck_kit.grading.steps import grade_gradient, grade_steps
+from gradcheck_kit.grading.tolerances import term_scales
+from gradcheck_kit.makemore.model import GRADED, build
+from gradcheck_kit.report import ERROR, NO_DIAGNOSIS, WRONG, Diagnosis, Report, Row
+from gradcheck_kit.sandbox.loading import load_module
+
+SOURCE = Path("solutions/ex1_chunked_backward.py").read_text(encoding="utf-8")
+SOLUTION = load_module("solutions/ex1_chunked_backward.py")
+
+
+@pytest.fixture(scope="module")
+def fwd():
+    return build()
+
+
+def graded(fwd, tmp_path, old, new):
+    """Exercise 1's rows for the reference solution with one line changed, as a student would."""
+    assert old in SOURCE
+    path = tmp_path / "ex1_chunked_backward.py"
+    path.write_text(SOURCE.replace(old, new), encoding="utf-8")
+    student = load_module(path).chunked_backward(fwd.student_view())
+    rows = grade_steps(student, fwd.recording, fwd.loss, fwd.reference_grads, n=fwd.n, hints={"bndiff": "a hint"})
+    return {row.name: row for row in rows}
+
+
+def wrong(rows):
+    return [name for name, row in rows.items() if not row.passed]
+
+
+def test_no_detector_fires_on_the_reference_solution(fwd):
+    student = SOLUTION.chunked_backward(fwd.student_view())
+    reference = fwd.reference_grads
+    factors = {k: t.detach() for k, t in fwd.recording.tensors.items()}
+    others = {k: (student[k], reference[k]) for k in reference}
+    scale = term_scales(fwd.recording, fwd.loss, fwd.all_grads)
+    for name in GRADED:
+        found = diagnose(
+            student[name], reference[name], n=32, factors=factors, others=others, name=name, scale=scale(name)
+        )
+        assert found is None, name
+
+
+def test_a_gradient_changed_in_place_through_another_is_named_as_the_same_tensor(fwd, tmp_path):
+    rows = graded(fwd, tmp_path, "dhprebn = dbndiff.clone()", "dhprebn = dbndiff")
+    assert wrong(rows) == ["bndiff"]
+    assert rows["bndiff"].diagnosis.detected.startswith("dbndiff holds exactly the values of dhprebn")
+    assert ".clone()" in rows["bndiff"].explanation and "a hint" not in rows["bndiff"].explanation
+    assert rows["bndiff"].hint == "a hint"  # carried apart, for results.json
+
+
+def test_a_factor_per_column_is_named_after_the_forward_tensor_it_equals(fwd, tmp_path):
+    rows = graded(fwd, tmp_path, "dbnvar_inv = (f.bndiff * dbnraw)", "dbnvar_inv = (f.bnraw * dbnraw)")
+    assert wrong(rows) == ["bnvar_inv"]
+    assert rows["bnvar_inv"].diagnosis.detected.startswith("each column is off by a factor equal to bnvar_inv")
+
+
+def test_an_extra_keepdim_is_told_as_extra_and_a_missing_one_as_missing(fwd, tmp_path):
+    extra = graded(fwd, tmp_path, 'g["b2"] = dlogits.sum(0)', 'g["b2"] = dlogits.sum(0, keepdim=True)')
+    assert wrong(extra) == ["b2"]
+    assert extra["b2"].diagnosis.detected.startswith("an extra keepdim=True")
+    assert "missing keepdim" not in extra["b2"].explanation
+    missing = misshapen(torch.ones(64), torch.ones(1, 64))
+    assert missing.detected.startswith("a missing keepdim=True")
+
+
+def test_a_sum_over_the_wrong_dimension_is_named(fwd, tmp_path):
+    rows = graded(
+        fwd, tmp_path, "dcounts_sum_inv = (f.counts * dprobs).sum(1, keepdim=True)",
+        "dcounts_sum_inv = (f.counts * dprobs).sum(0, keepdim=True)",
+    )  # fmt: skip
+    assert rows["counts_sum_inv"].diagnosis.detected.startswith("summed over the wrong dimension: over (0,)")
+
+
+def test_a_gradient_wrong_only_in_shape_is_charged_once_and_the_steps_below_it_pass(fwd):
+    student = SOLUTION.chunked_backward(fwd.student_view())
+    student["bnvar_inv"] = student["bnvar_inv"].flatten()  # (64,) where (1, 64) belongs
+    rows = grade_steps(student, fwd.recording, fwd.loss, fwd.reference_grads, n=32)
+    assert [row.name for row in rows if not row.passed] == ["bnvar_inv"]
+
+
+def test_all_zeros_is_said_instead_of_a_factor_of_zero():
+    expected = torch.randn(27, 10)
+    found = zeros(torch.zeros(27, 10), expected)
+    assert found.detected.startswith("it is all zeros")
+    assert "factor" not in found.detected
+
+
+def test_zeros_where_the_gradient_is_not_name_their_rows():
+    expected = torch.randn(27, 10)
+    actual = expected.clone()
+    actual[[3, 5]] = 0
+    found = zeros(actual, expected)
+    assert "20 elements are 0 where the gradient is not (only rows 3, 5 of 27)" in found.detected
+
+
+def test_rows_wrong_alone_are_named_and_a_wrong_column_too():
+    expected = torch.randn(32, 27)
+    actual = expected.clone()
+    actual[7] += 1
+    assert "(only row 7 of 32)" in wrong_lines(actual, expected).detected
+    actual = expected.clone()
+    actual[:, 2] *= 3
+    assert "(only column 2 of 27)" in wrong_lines(actual, expected).detected
+    assert wrong_lines(expected + 1, expected) is None  # every element wrong: nothing to single out
+
+
+def test_a_term_divided_by_n_minus_1_where_n_belongs_is_named():
+    n = 32
+    terms = {
+        "the direct term": torch.randn(n, 4),
+        "the mean term": torch.randn(n, 4),
+        "the variance term": torch.randn(n, 4),
+    }
+    expected = sum(terms.values())
+    actual = terms["the direct term"] + n / (n - 1) * terms["the mean term"] + terms["the variance term"]
+    found = term_factors(actual, expected, terms, n)
+    assert found.detected.startswith("the mean term is off by a factor of n/(n-1) = 32/31: a division by n-1")
+    missing = term_factors(expected - terms["the variance term"], expected, terms, n)
+    assert missing.detected.startswith("the variance term is missing")
+    assert term_factors(expected, expected, terms, n) is None
+
+
+def test_a_factor_per_row_without_a_name_is_still_told_per_row():
+    expected = torch.randn(8, 5)
+    actual = expected * torch.arange(1.0, 9.0).unsqueeze(1)
+    found = per_line_factor(actual, expected, {})
+    assert found.detected.startswith("each row is off by a factor of its own")
+
+
+def test_a_wrong_row_without_a_recognised_mistake_says_so_and_labels_the_hint():
+    row = grade_gradient("logits", torch.randn(4, 3), torch.randn(4, 3), hint="differentiate one row")
+    assert row.verdict == WRONG and row.diagnosis is None
+    assert row.explanation == f"{NO_DIAGNOSIS} — hint: differentiate one row"
+
+
+def test_diagnosis_and_hint_travel_apart_through_json():
+    c = grade_gradient("C", torch.zeros(3, 2), torch.ones(3, 2), hint="accumulate").comparison
+    row = Row(c, WRONG, "first wrong step", diagnosis=Diagnosis("it is all zeros", "every element is 0"), hint="h")
+    back = Report.from_dict(Report("t", (row,)).as_dict()).rows[0]
+    assert back == row
+    assert back.as_dict()["diagnosis"] == {"detected": "it is all zeros", "evidence": "every element is 0"}
+    assert back.explanation == "first wrong step — it is all zeros (every element is 0)"
+
+
+def test_hard_coded_sizes_are_found_in_the_function_with_their_line(tmp_path):
+    path = tmp_path / "ex2_cross_entropy.py"
+    path.write_text(
+        "import torch\nBATCH = 32\n\ndef cross_entropy_backward(logits, Yb):\n"
+        "    d = torch.zeros((32, 27))\n    return d / 32\n",
+        encoding="utf-8",
+    )
+    assert [(lit.value, lit.line) for lit in literals(path.read_text(), "cross_entropy_backward", {32, 27})] == [
+        (27, 5), (32, 5), (32, 6)
+    ]  # fmt: skip
+    found = hard_coded(path, "cross_entropy_backward", {"n": 32, "vocab_size": 27}, {"n": 5, "vocab_size": 27})
+    assert "32 (n) at ex2_cross_entropy.py:5: d = torch.zeros((32, 27))" in found.detected
+    assert "27 (" not in found.detected  # the vocabulary is the notebook's in this configuration
+    assert found.evidence == "right at the notebook's sizes, not at n=5"
+
+
+def test_exercise_1_raising_is_told_once_and_what_it_computed_is_graded(fwd):
+    from gradcheck_kit.course.backprop import chunked
+    from gradcheck_kit.course.catalogue import Hints
+
+    prepared = chunked(fwd, Hints(), 0.0)
+    held = {"g": {k: v for k, v in SOLUTION.chunked_backward(fwd.student_view()).items() if k in GRADED[:9]}}
+    report = prepared.partial(held, "IndexError: boom\nat ex1_chunked_backward.py:60: x")
+    verdicts = [row.verdict for row in report.rows]
+    assert all(row.passed for row in report.rows[:9])
+    assert verdicts[9:] == [ERROR] * 17
+    assert report.rows[9].note.startswith("IndexError: boom")
+    assert all(row.note == "not computed: chunked_backward raised before it (see dW2)" for row in report.rows[10:])
