@@ -1,0 +1,172 @@
+"""A notebook's code cells, read as data: nbformat 4 JSON parsed with ``json``, IPython's magics set aside.
+
+Nothing here runs the notebook's code: cells are parsed with :mod:`ast` and
+:mod:`tokenize` only. nbformat itself is not needed for this: the cells, their
+``source`` and ``execution_count`` are all that is read, and version 4 of the
+format has kept them the same since 2015.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Cell", "NotebookError", "code_cells", "neutralise_magics"]
+
+#: Cell magics whose body is Python that IPython runs as it is (timed, captured, profiled).
+_PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+
+# A line IPython turns into a call rather than Python: `%magic`, `!shell`, `x = !shell`, `x = %magic`,
+# `obj?`, `?obj`.
+_MAGIC_LINE = re.compile(r"^[ \t]*(?:[%!?]|[\w.]+\?{1,2}[ \t]*$|[\w., \t]+=[ \t]*[%!])")
+
+_WHAT_TO_DO = (
+    "download it from Colab with File > Download > Download .ipynb, or save it from Jupyter, and grade that file"
+)
+
+
+class NotebookError(ValueError):
+    """The file is not a notebook this can read, or holds no exercise: the message says which, and what to do."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One code cell of a notebook.
+
+    Attributes:
+        number: the cell's place in the notebook, counting every cell from 1.
+        execution_count: the ``In [N]`` Jupyter shows beside it, when it was run.
+        code: the cell's source with each IPython magic or shell line replaced by ``pass``
+            at its indentation, so that its lines keep their numbers.
+        tree: the parsed code, or None when it does not parse.
+        error: the SyntaxError's message when it does not parse.
+    """
+
+    number: int
+    execution_count: int | None
+    code: str
+    tree: ast.Module | None
+    error: str = ""
+
+    def label(self, notebook: str) -> str:
+        """``notebook.ipynb, cell 12 (In [14])``: how a student finds the cell."""
+        run = f" (In [{self.execution_count}])" if self.execution_count is not None else ""
+        return f"{notebook}, cell {self.number}{run}"
+
+
+def code_cells(path: Path) -> list[Cell]:
+    """The code cells of the notebook at ``path``, in order.
+
+    Raises:
+        NotebookError: when the file cannot be read, is not JSON, or is not an nbformat 4 notebook.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotebookError(f"{path.name} could not be read ({exc}); {_WHAT_TO_DO}") from exc
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise NotebookError(f"{path.name} is not a Jupyter notebook: it is not JSON ({exc}); {_WHAT_TO_DO}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        if isinstance(data, dict) and "worksheets" in data:
+            raise NotebookError(
+                f"{path.name} is an nbformat 3 notebook; open it in Jupyter and save it again to convert it to "
+                "version 4, then grade that file"
+            )
+        raise NotebookError(f"{path.name} is JSON but not a Jupyter notebook (it has no list of cells); {_WHAT_TO_DO}")
+    version = data.get("nbformat")
+    if isinstance(version, int) and version < 4:
+        raise NotebookError(f"{path.name} is an nbformat {version} notebook; save it from Jupyter as version 4")
+    cells = []
+    for number, raw in enumerate(data["cells"], start=1):
+        if not isinstance(raw, dict) or raw.get("cell_type") != "code":
+            continue
+        source = raw.get("source", "")
+        if isinstance(source, list) and all(isinstance(line, str) for line in source):
+            source = "".join(source)
+        if not isinstance(source, str):
+            raise NotebookError(f"{path.name}: cell {number} has a source that is not text; {_WHAT_TO_DO}")
+        count = raw.get("execution_count")
+        cell = _cell(number, count if isinstance(count, int) and not isinstance(count, bool) else None, source)
+        if cell is not None:
+            cells.append(cell)
+    return cells
+
+
+def _cell(number: int, execution_count: int | None, source: str) -> Cell | None:
+    """The cell with its magics set aside, parsed; None for a cell that is not Python (``%%bash``, ``%%html``)."""
+    lines = source.replace("\r\n", "\n").split("\n")
+    first = lines[0].strip()
+    if first.startswith("%%"):
+        name = first[2:].split(maxsplit=1)[0] if first[2:].strip() else ""
+        if name not in _PYTHON_CELL_MAGICS:
+            return None
+        lines[0] = "pass"
+    code = neutralise_magics("\n".join(lines))
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        text = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        return Cell(number, execution_count, code, None, f"{where}SyntaxError: {exc.msg}{text}")
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, nesting too deep to parse
+        return Cell(number, execution_count, code, None, f"{type(exc).__name__}: the cell could not be parsed")
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Expr) and _is_cmp_call(n.value)]
+    if calls:
+        code = _without(code, calls)
+        tree = ast.parse(code)
+    return Cell(number, execution_count, code, tree)
+
+
+def _is_cmp_call(node: ast.expr) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "cmp"
+
+
+def _without(code: str, statements: list[ast.Expr]) -> str:
+    """``code`` with each of ``statements`` replaced by ``pass``, every line keeping its number.
+
+    The notebook's ``cmp('hprebn', dhprebn, hprebn)`` checks a gradient against
+    ``hprebn.grad``; an exercise given fewer names than the notebook (exercise 3 has no
+    ``hprebn``) would fail on its arguments alone, and the grader compares anyway.
+    """
+    lines = code.split("\n")  # ast's columns count UTF-8 bytes
+    for stmt in sorted(statements, key=lambda s: (s.lineno, s.col_offset), reverse=True):
+        first, last = stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1
+        head = lines[first].encode("utf-8")[: stmt.col_offset].decode("utf-8", errors="replace")
+        tail = lines[last].encode("utf-8")[stmt.end_col_offset or 0 :].decode("utf-8", errors="replace")
+        if first == last and not tail.strip():  # the call stays readable, as a comment
+            call = lines[first].encode("utf-8")[stmt.col_offset :].decode("utf-8", errors="replace").rstrip()
+            lines[first] = f"{head}pass  # {call}"
+        else:
+            lines[first : last + 1] = [head + "pass" + tail] + [""] * (last - first)
+    return "\n".join(lines)
+
+
+def neutralise_magics(code: str) -> str:
+    """Replace each line IPython would not run as Python (``%matplotlib inline``, ``!pip install ...``) by ``pass``.
+
+    A line counts only where a statement may start: the ``%`` that begins the
+    second line of ``(a\\n% b)`` is Python's modulo, and stays.
+    """
+    lines = code.split("\n")
+    for i, line in enumerate(lines):
+        if _MAGIC_LINE.match(line) and _complete("\n".join(lines[:i])):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = f"{indent}pass"
+    return "\n".join(lines)
+
+
+def _complete(code: str) -> bool:
+    """Whether ``code`` ends between statements: no bracket, string or backslash left open."""
+    try:
+        for _ in tokenize.generate_tokens(io.StringIO(code + "\n").readline):
+            pass
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return True
