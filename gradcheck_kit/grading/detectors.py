@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from gradcheck_kit.grading.mistakes import Mistake, close, factor_name, fit_factor
+from gradcheck_kit.grading.tolerances import grading_tolerances
 from gradcheck_kit.report import Diagnosis
 
 __all__ = [
@@ -160,8 +161,7 @@ def zeros(actual: torch.Tensor, expected: torch.Tensor) -> Diagnosis | None:
             "update such as index_add_ or += applied to a copy of it, e.g. a result that was not assigned)",
             f"every element is 0, and {int(missing.sum())} of the right gradient's {expected.numel()} are not",
         )
-    rest = ~missing
-    if not close(actual[rest], expected[rest]):
+    if bool((_off(actual, expected) & ~missing).any()):
         return None
     where = _lines(missing)
     return Diagnosis(
@@ -228,14 +228,22 @@ def term_factors(
     actual: torch.Tensor, expected: torch.Tensor, terms: Mapping[str, torch.Tensor], n: int | None
 ) -> Diagnosis | None:
     """One or more terms of a sum scaled wrongly (n where n-1 belongs, say) or left out, the others right."""
-    names = [name for name, t in terms.items() if t.shape == actual.shape and bool(t.any())]
+    full = {}
+    for name, t in terms.items():
+        try:  # a term may be written at the shape it broadcasts from, (1, n_hidden) for a sum over the batch
+            full[name] = torch.broadcast_to(t.detach().double().to(actual.device), actual.shape)
+        except RuntimeError:
+            continue
+    names = [name for name, t in full.items() if bool(t.any())]
     if len(names) < 2:
         return None
-    columns = torch.stack([terms[name].detach().double().to(actual.device).flatten() for name in names], 1)
+    columns = torch.stack([full[name].flatten() for name in names], 1)
     solution = torch.linalg.lstsq(columns, actual.double().flatten().unsqueeze(1)).solution.flatten()
     coefficients = [float(c) for c in solution]
     fitted = (columns @ solution).reshape(actual.shape)
-    if not close(actual, fitted) or close(fitted, expected):
+    # The fit must explain the error itself, however small it is beside the gradient (a mean term is).
+    error = float((actual.double() - expected.double()).abs().max())
+    if error == 0.0 or float((actual.double() - fitted).abs().max()) > 1e-2 * error:
         return None
     off = [(name, c) for name, c in zip(names, coefficients, strict=True) if abs(c - 1.0) > 1e-3]
     if not off or len(off) == len(names):  # every term scaled alike is a constant factor, said elsewhere
@@ -303,10 +311,9 @@ def per_line_factor(
 
 def wrong_lines(actual: torch.Tensor, expected: torch.Tensor) -> Diagnosis | None:
     """Only some rows or columns are wrong, the others right: name them."""
-    tol = 1e-3 * max(_scale(expected), _scale(actual))
-    if tol == 0.0 or actual.dim() == 0:
+    if actual.dim() == 0:
         return None
-    bad = (actual.double() - expected.double().to(actual.device)).abs() > tol
+    bad = _off(actual, expected)
     if not bool(bad.any()):
         return None
     where = _lines(bad)
@@ -332,6 +339,12 @@ def _lines(mask: torch.Tensor) -> str:
         plural = "s" if len(columns) > 1 else ""
         options.append((len(columns), f" (only column{plural} {_names(columns)} of {mask.shape[1]})"))
     return min(options)[1] if options else ""
+
+
+def _off(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Where ``actual`` is off by more than the grading tolerances: the elements a diagnosis may call wrong."""
+    rtol, atol = grading_tolerances(expected)
+    return (actual.double() - expected.double()).abs() > atol + rtol * expected.double().abs()
 
 
 def _names(indices: list[int]) -> str:
