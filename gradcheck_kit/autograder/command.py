@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -162,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         exercises = find_exercises(args.exercises)
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
+    if importlib.util.find_spec("pytest") is None or importlib.util.find_spec("numpy") is None:
+        return _usage_error("grading needs pytest and numpy: pip install 'gradcheck-kit[grade]'")
     if args.workers is not None and not _has_xdist():
         return _usage_error("--workers needs pytest-xdist: pip install 'gradcheck-kit[xdist]'")
     names = exercise_files(exercises)
