@@ -7,8 +7,12 @@
 Only python3 is needed. The first run creates .venv and installs PyTorch and
 gradcheck-kit into it (about a minute); later runs reuse it and start at once.
 On a machine without an NVIDIA GPU the CPU build of PyTorch is installed, never
-the multi-GB CUDA one. Set GRADCHECK_TORCH to install another PyTorch
-(e.g. GRADCHECK_TORCH="torch==2.5.1").
+the multi-GB CUDA one. Set GRADCHECK_TORCH to install another PyTorch, 2.13 or
+newer (e.g. GRADCHECK_TORCH="torch==2.14.1").
+
+What it installs is gradcheck-kit's `test` extra, which holds the `grade` extra
+(pytest, numpy) and the `bench` one; afterwards `source .venv/bin/activate` puts
+the `gradcheck-kit` command on PATH.
 """
 
 from __future__ import annotations
