@@ -233,8 +233,9 @@ def test_a_calibration_that_stays_in_training_mode_is_caught(changed):
     stays = last + "    for layer in layers:\n        layer.training = True\n"
     result = grade(changed("ex6_training.py", (last, stays)), "calibration")
     assert failing(result) == {"training": "mismatch"}
-    assert "calibrate must leave every batchnorm in eval mode (training = False); 6 of 6 are not" in (
-        result.report["training"].note
+    assert result.report["training"].explanation == (
+        "calibrate left the layers in training mode (6 of 6 batchnorm layers do not have training = False after "
+        "it; it must leave every batchnorm in eval mode)"
     )
 
 

@@ -106,31 +106,50 @@ def _grads(layer: Any) -> dict[str, Any]:
     return named
 
 
-def _run_layer(layer: Any, x: torch.Tensor, dout: torch.Tensor) -> dict[str, Any]:
+def _copied(value: Any) -> Any:
+    """A value as sent, copied: a later call of the student's code must not change what this one returned."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    value = _sendable(value)
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _run_layer(layer: Any, x: torch.Tensor, dout: torch.Tensor, state: dict[str, Any]) -> dict[str, Any]:
+    """Forward ``x`` and backward ``dout``; then the same call again on the layer given ``state`` afresh.
+
+    The second call's parameter gradients are sent as ``grads_again``: a layer whose
+    gradients carry over from one call to the next (``self.dweight += ...``) is right on
+    its first call only. The first call's buffers are sent before the second call runs.
+    """
     out = layer(x)
     dx = layer.backward(dout)
-    return {"out": _sendable(out), "dx": _sendable(dx), "grads": _grads(layer)}
+    first = {"out": _copied(out), "dx": _copied(dx), "grads": _copied(_grads(layer))}
+    first["buffers"] = {attr: _copied(getattr(layer, attr, None)) for attr in BUFFERS if hasattr(layer, attr)}
+    _load(layer, state)
+    layer(x)
+    layer.backward(dout)
+    return {**first, "grads_again": _grads(layer)}
 
 
 @_own_random_state
 def linear(layers: ModuleType, *, fan_in: int, fan_out: int, state: dict[str, torch.Tensor], x, dout) -> dict:
     """``Linear(fan_in, fan_out, bias=...)`` with the grader's weight (and bias): forward ``x``, backward ``dout``."""
     layer = _load(_class(layers, "Linear")(fan_in, fan_out, bias="bias" in state), state)
-    return _run_layer(layer, x, dout)
+    return _run_layer(layer, x, dout, state)
 
 
 @_own_random_state
 def batchnorm(layers: ModuleType, *, dim: int, state: dict[str, Any], x, dout) -> dict:
     """``BatchNorm1d(dim)`` with the grader's gamma, beta, running statistics and mode; then its buffers."""
     layer = _load(_class(layers, "BatchNorm1d")(dim), state)
-    ran = _run_layer(layer, x, dout)
-    return {**ran, "buffers": {attr: _sendable(getattr(layer, attr, None)) for attr in BUFFERS}}
+    ran = _run_layer(layer, x, dout, state)
+    return {**ran, "buffers": {attr: ran["buffers"].get(attr) for attr in BUFFERS}}
 
 
 @_own_random_state
 def tanh(layers: ModuleType, *, x, dout) -> dict:
     """``Tanh()``: forward ``x``, backward ``dout``."""
-    return _run_layer(_class(layers, "Tanh")(), x, dout)
+    return _run_layer(_class(layers, "Tanh")(), x, dout, {})
 
 
 def _stack(layers: ModuleType, kinds: list[str], states: list[dict[str, Any]]) -> list[Any]:
@@ -165,13 +184,19 @@ def _buffers(stack: list[Any]) -> dict[str, Any]:
     }
 
 
+def _parameter_attrs(stack: list[Any]) -> list[tuple[str, Any, str]]:
+    """``(name, layer, attribute)`` of every parameter the layers hold."""
+    return [
+        (f"layers[{i}].{attr}", layer, attr)
+        for i, layer in enumerate(stack)
+        for attr in PARAMETERS
+        if getattr(layer, attr, None) is not None
+    ]
+
+
 def _parameters(C: torch.Tensor, stack: list[Any]) -> dict[str, Any]:
     named = {"C": _sendable(C)}
-    for i, layer in enumerate(stack):
-        for attr in PARAMETERS:
-            value = getattr(layer, attr, None)
-            if value is not None:
-                named[f"layers[{i}].{attr}"] = _sendable(value)
+    named.update({name: _sendable(getattr(layer, attr)) for name, layer, attr in _parameter_attrs(stack)})
     return named
 
 
@@ -209,12 +234,15 @@ def training_run(
     """``train_step`` on the minibatches ``Xb[i], Yb[i]`` in turn; the losses, then the parameters and buffers."""
     train_step = _function(training, "train_step")
     stack = _stack(layers, kinds, states)
+    given = {name: id(getattr(layer, a)) for name, layer, a in _parameter_attrs(stack)}
     C = C.clone()
     losses = []
     with torch.no_grad():
         for i in range(Xb.shape[0]):
             losses.append(_sendable(train_step(C, stack, Xb[i], Yb[i], lr)))
-    return {"losses": losses, "parameters": _parameters(C, stack), "buffers": _buffers(stack)}
+    # Whether each parameter is still the tensor the layer was given: updated in place, or rebound.
+    kept = {name: id(getattr(layer, a, None)) == given[name] for name, layer, a in _parameter_attrs(stack)}
+    return {"losses": losses, "parameters": _parameters(C, stack), "buffers": _buffers(stack), "kept": kept}
 
 
 @_own_random_state
