@@ -65,7 +65,7 @@ def _check_member(archive: Path, member: zipfile.ZipInfo) -> None:
         raise UnsafeArchive(f"{archive}: member {member.filename!r} is an absolute path; refusing to unpack it")
     if ".." in path.parts:
         raise UnsafeArchive(
-            f"{archive}: member {member.filename!r} leads out of the folder (..); refusing to unpack it"
+            f"{archive}: member {member.filename!r} leads out of its folder (..); refusing to unpack it"
         )
     mode = member.external_attr >> 16
     if stat.S_ISLNK(mode):

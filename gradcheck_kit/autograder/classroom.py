@@ -160,8 +160,10 @@ def _submissions_in(path: Path, name: str, search: _Search) -> list[Submission]:
             "subfolders; give the folder of a submission, or of a class of them"
         )
     folders = [e for e in entries if e.is_dir()]
-    if students is None and len(folders) == len(entries) and not _separate_sets(folders, search.names):
-        return [Submission(name, path)]  # one submission, its files in subfolders
+    lone_notebook = len(entries) == 1 and entries[0].suffix == ".ipynb"
+    one_set = len(folders) == len(entries) and not _separate_sets(folders, search.names)
+    if students is None and (lone_notebook or one_set):
+        return [Submission(name, path)]  # one submission: its notebook, or its files in subfolders
     search.room.class_given = True
     out = []
     for entry in entries:
@@ -174,7 +176,7 @@ def _submissions_in(path: Path, name: str, search: _Search) -> list[Submission]:
             out.append(Submission(own, entry, *who, problem=str(exc)))
             continue
         if len(inner) == 1:
-            out.append(Submission(inner[0].identifier, inner[0].root, *who, problem=inner[0].problem))
+            out.append(Submission(own, inner[0].root, *who, problem=inner[0].problem))
         else:
             out += [Submission(f"{own}-{s.identifier}", s.root, s.student, s.email, s.problem) for s in inner]
     return out
