@@ -39,7 +39,7 @@ def submission_from_notebook(notebook: Path, dest: Path) -> Path:
 
     Raises:
         NotebookError: when ``notebook`` is not an nbformat 4 notebook, or no cell of it
-            answers any exercise; the message says what to do.
+            answers any exercise; the message says what to do (the caller names the file).
     """
     notebook, dest = Path(notebook), Path(dest)
     name = safe_name(notebook.name)
@@ -47,7 +47,7 @@ def submission_from_notebook(notebook: Path, dest: Path) -> Path:
     found = find_answers(cells, BINDINGS["ex4"].given)
     if not found:
         raise NotebookError(
-            f"{notebook.name}: no cell assigns the gradients of the exercises (dlogprobs ... dC for exercise 1, "
+            "no cell assigns the gradients of the exercises (dlogprobs ... dC for exercise 1, "
             "dlogits for 2, dhprebn for 3, dC in the training loop for 4); grade the backprop ninja notebook "
             "with your answers written in it"
         )

@@ -63,26 +63,27 @@ def code_cells(path: Path) -> list[Cell]:
     """The code cells of the notebook at ``path``, in order.
 
     Raises:
-        NotebookError: when the file cannot be read, is not JSON, or is not an nbformat 4 notebook.
+        NotebookError: when the file cannot be read, is not JSON, or is not an nbformat 4 notebook; the
+            message says what is wrong and what to do, and leaves naming the file to the caller.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise NotebookError(f"{path.name} could not be read ({exc}); {_WHAT_TO_DO}") from exc
+        raise NotebookError(f"the file could not be read ({exc}); {_WHAT_TO_DO}") from exc
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise NotebookError(f"{path.name} is not a Jupyter notebook: it is not JSON ({exc}); {_WHAT_TO_DO}") from exc
+        raise NotebookError(f"not a Jupyter notebook: it is not JSON ({exc}); {_WHAT_TO_DO}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         if isinstance(data, dict) and "worksheets" in data:
             raise NotebookError(
-                f"{path.name} is an nbformat 3 notebook; open it in Jupyter and save it again to convert it to "
+                "an nbformat 3 notebook; open it in Jupyter and save it again to convert it to "
                 "version 4, then grade that file"
             )
-        raise NotebookError(f"{path.name} is JSON but not a Jupyter notebook (it has no list of cells); {_WHAT_TO_DO}")
+        raise NotebookError(f"JSON, but not a Jupyter notebook (it has no list of cells); {_WHAT_TO_DO}")
     version = data.get("nbformat")
     if isinstance(version, int) and version < 4:
-        raise NotebookError(f"{path.name} is an nbformat {version} notebook; save it from Jupyter as version 4")
+        raise NotebookError(f"an nbformat {version} notebook; save it from Jupyter as version 4")
     cells = []
     for number, raw in enumerate(data["cells"], start=1):
         if not isinstance(raw, dict) or raw.get("cell_type") != "code":
@@ -91,7 +92,7 @@ def code_cells(path: Path) -> list[Cell]:
         if isinstance(source, list) and all(isinstance(line, str) for line in source):
             source = "".join(source)
         if not isinstance(source, str):
-            raise NotebookError(f"{path.name}: cell {number} has a source that is not text; {_WHAT_TO_DO}")
+            raise NotebookError(f"cell {number} has a source that is not text; {_WHAT_TO_DO}")
         count = raw.get("execution_count")
         cell = _cell(number, count if isinstance(count, int) and not isinstance(count, bool) else None, source)
         if cell is not None:

@@ -162,7 +162,7 @@ def _line_kinds(code: str) -> tuple[set[int], set[int]]:
             elif token.type not in skip:
                 code_rows.add(start)
     except (tokenize.TokenError, SyntaxError):
-        return inside, set()
+        pass  # a cell that does not parse: the rows read before the error are marked all the same
     return inside, (code_rows & line_ends) - inside
 
 
