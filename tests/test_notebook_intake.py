@@ -33,6 +33,7 @@ FILLED = HERE / "notebooks" / "backprop_ninja_filled.ipynb"
 SOLUTIONS = HERE.parent / "solutions"
 #: Sizes unlike the notebook's: a value copied from the notebook (n_embd = 10 in the training cell) shows here.
 OTHER = Config(n=5, block_size=4, n_embd=3, n_hidden=7, vocab_size=11)
+NOTEBOOK = Config()
 PASSING = {EXACT, OK}
 
 
@@ -58,12 +59,12 @@ def write_notebook(folder: Path, *cells: str | tuple[str, str], name: str = "stu
     return path
 
 
-@functools.lru_cache(maxsize=None)
-def forward(config: Config = Config()) -> Forward:
+@functools.cache
+def forward(config: Config = NOTEBOOK) -> Forward:
     return build(config)
 
 
-def grade(folder: Path, key: str, config: Config = Config()) -> Report:
+def grade(folder: Path, key: str, config: Config = NOTEBOOK) -> Report:
     """Run exercise ``key``'s function of ``folder`` on the grader's inputs here, and grade it as the grader does."""
     fwd = forward(config)
     prepared = backprop.chunked(fwd, Hints(), 0.0) if key == "ex1" else backprop.fused(key, fwd, Hints(), 0.0)
@@ -166,7 +167,7 @@ def test_the_lecture_notebook_filled_in_answers_every_gradient_of_exercises_1_to
     # its exercise 3 cell ends with cmp('hprebn', dhprebn, hprebn), and exercise 3 is not given hprebn.
     folder = submission_from_notebook(FILLED, tmp_path / "student")
     assert folder == tmp_path / "student"
-    for config in (Config(), OTHER):
+    for config in (NOTEBOOK, OTHER):
         for key in ("ex1", "ex2", "ex3", "ex4"):
             report = grade(folder, key, config)
             assert report.passed, (key, config, verdicts(report))
@@ -185,7 +186,7 @@ def test_answers_written_unlike_the_solutions_pass_at_every_size(tmp_path: Path)
         TRAINING_ONE_HOT,
     )
     folder = submission_from_notebook(notebook, tmp_path / "out")
-    for config in (Config(), OTHER):
+    for config in (NOTEBOOK, OTHER):
         for key in ("ex1", "ex2", "ex3", "ex4"):
             report = grade(folder, key, config)
             assert report.passed, (key, config, verdicts(report))
