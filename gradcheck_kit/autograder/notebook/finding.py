@@ -115,7 +115,8 @@ def _training_piece(cell: Cell, given: frozenset[str]) -> Piece:
         return Piece(cell)
     loop = next(n for n in _scope_walk(cell.tree) if _is_training_loop(n))
     blocks = [block for block in _blocks(loop.body) if any(_binds(stmt, "dC") for stmt in block)]
-    return Piece(cell, tuple(_slice(blocks[-1], "dC", given)))
+    # dC bound otherwise than by an assignment (a walrus, a with's target): the loop's own body.
+    return Piece(cell, tuple(_slice(blocks[-1] if blocks else loop.body, "dC", given)))
 
 
 def _slice(block: list[ast.stmt], target: str, given: frozenset[str]) -> list[ast.stmt]:

@@ -120,8 +120,11 @@ def _cell(number: int, execution_count: int | None, source: str) -> Cell | None:
         return Cell(number, execution_count, code, None, f"{type(exc).__name__}: the cell could not be parsed")
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Expr) and _is_cmp_call(n.value)]
     if calls:
-        code = _without(code, calls)
-        tree = ast.parse(code)
+        inert = _without(code, calls)
+        try:
+            tree, code = ast.parse(inert), inert
+        except (SyntaxError, ValueError, RecursionError, MemoryError):  # keep the cell as written, cmp and all
+            pass
     return Cell(number, execution_count, code, tree)
 
 
