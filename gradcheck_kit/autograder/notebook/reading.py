@@ -9,10 +9,8 @@ format has kept them the same since 2015.
 from __future__ import annotations
 
 import ast
-import io
 import json
 import re
-import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,21 +154,51 @@ def neutralise_magics(code: str) -> str:
     """Replace each line IPython would not run as Python (``%matplotlib inline``, ``!pip install ...``) by ``pass``.
 
     A line counts only where a statement may start: the ``%`` that begins the
-    second line of ``(a\\n% b)`` is Python's modulo, and stays.
+    second line of ``(a\\n% b)`` is Python's modulo, and a ``!`` inside a multi-line
+    string is text. One pass over the cell, however many such lines it has.
     """
     lines = code.split("\n")
-    for i, line in enumerate(lines):
-        if _MAGIC_LINE.match(line) and _complete("\n".join(lines[:i])):
-            indent = line[: len(line) - len(line.lstrip())]
-            lines[i] = f"{indent}pass"
+    depth, quote, continued = 0, "", False
+    for row, line in enumerate(lines):
+        if not (depth or quote or continued) and _MAGIC_LINE.match(line):
+            lines[row] = line[: len(line) - len(line.lstrip())] + "pass"
+            continue
+        depth, quote, continued = _after(line, depth, quote)
     return "\n".join(lines)
 
 
-def _complete(code: str) -> bool:
-    """Whether ``code`` ends between statements: no bracket, string or backslash left open."""
-    try:
-        for _ in tokenize.generate_tokens(io.StringIO(code + "\n").readline):
-            pass
-    except (tokenize.TokenError, SyntaxError):
-        return False
-    return True
+def _after(line: str, depth: int, quote: str) -> tuple[int, str, bool]:
+    """What is left open after ``line``: brackets, the quote of a string, and whether it ends in a backslash.
+
+    Args:
+        depth: brackets open before the line.
+        quote: the quotes of a string open before it (``\'\'\'``, ``"``), or "".
+    """
+    i, comment = 0, False
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == "\\":
+                i += 2
+            elif line.startswith(quote, i):
+                i, quote = i + len(quote), ""
+            else:
+                i += 1
+            continue
+        if c == "#":
+            comment = True
+            break
+        if c in "\"'":
+            quote = c * 3 if line.startswith(c * 3, i) else c
+            i += len(quote)
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    escaped_end = i > len(line)  # a backslash escaped the line's end, inside a string
+    if len(quote) == 1 and not escaped_end:
+        quote = ""  # a one-quote string cannot go on to the next line: the cell does not parse anyway
+    continued = not quote and not comment and line.endswith("\\")
+    return depth, quote, continued
