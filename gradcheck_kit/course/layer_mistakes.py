@@ -244,6 +244,8 @@ def accumulated(name: str, first: object, again: object, right: torch.Tensor) ->
     if not isinstance(again, torch.Tensor) or not isinstance(first, torch.Tensor) or first.shape != right.shape:
         return None
     first = first.detach().to(right.device, right.dtype)
+    if again.shape == first.shape and torch.equal(again.detach().to(first.device, first.dtype), first):
+        return None  # the same on both calls: whatever is wrong, it is not carried over
     if explains(again, 2 * first, first):
         return Diagnosis(
             f"{name} is accumulated (+=) and never reset",
@@ -292,7 +294,7 @@ def calibrated_variance(
     if not explains(actual, biased, unbiased):
         return None
     return Diagnosis(
-        f"{name} is the biased variance divided by N instead of N-1",
+        f"{name} is the biased variance, divided by N instead of N-1",
         f"it equals the expected one times (N-1)/N, N = {rows}",
     )
 
