@@ -19,6 +19,7 @@ import pytest
 
 from gradcheck_kit.autograder.integrity.scan import scan_source
 from gradcheck_kit.autograder.notebook import NotebookError, submission_from_notebook
+from gradcheck_kit.autograder.notebook.reading import neutralise_magics
 from gradcheck_kit.cli import main
 from gradcheck_kit.course import backprop
 from gradcheck_kit.course.catalogue import EXERCISES, Hints
@@ -279,6 +280,23 @@ def test_colab_metadata_magics_and_shell_lines_are_set_aside(tmp_path: Path):
     source = (folder / "ex2_cross_entropy.py").read_text() + (folder / "ex3_batchnorm.py").read_text()
     for magic in ("!pip", "!ls", "%load_ext", "%%time", "%timeit", "F.softmax?", "rm -rf"):
         assert magic not in source
+
+
+@pytest.mark.parametrize(
+    ("cell", "kept"),
+    [
+        ("!pip install -q torch\nimport torch", "pass\nimport torch"),
+        ("if verbose:\n    %time f()", "if verbose:\n    pass"),
+        ("files = !ls\nF.softmax?", "pass\npass"),
+        ('!echo "it\'s"\nx = 1\n%ls', "pass\nx = 1\npass"),
+        # Python, not IPython: a modulo that continues a bracket or a backslash, and text in a string.
+        ("x = (a\n% b)", "x = (a\n% b)"),
+        ("x = a \\\n% b", "x = a \\\n% b"),
+        ('s = """\n!not a shell line\n"""', 's = """\n!not a shell line\n"""'),
+    ],
+)
+def test_only_lines_where_a_statement_starts_are_taken_for_magics(cell: str, kept: str):
+    assert neutralise_magics(cell) == kept
 
 
 def test_an_exception_in_a_cell_names_the_cell_and_its_line(tmp_path: Path):
