@@ -71,7 +71,8 @@ def exercise_source(key: str, pieces: list[Piece], earlier: list[Cell], notebook
             body.append(f"{_INDENT}# ---- {label}: the statements of its loop that compute {binding.outputs[0]} ----")
             for stmt in piece.statements:
                 segment = ast.get_source_segment(piece.cell.code, stmt, padded=True) or ""
-                body += _marked(segment, label, first_line=stmt.lineno, dedent=stmt.col_offset, indent=_INDENT)
+                dedent = len(segment) - len(segment.lstrip(" \t"))  # its first line's indentation, in characters
+                body += _marked(segment, label, first_line=stmt.lineno, dedent=dedent, indent=_INDENT)
     cells = ", ".join(f"cell {p.cell.number}" for p in pieces)
     what = f"{'the training loop of ' if key == 'ex4' else ''}{cells}"
     text = _HEADER.format(number=key[2:], notebook=notebook, what=what)
