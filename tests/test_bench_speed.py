@@ -122,8 +122,11 @@ def test_every_round_must_time_both_passes_with_real_durations():
 # ----------------------------------------------------------------- the worker and the line
 
 
-def test_the_worker_times_both_passes_in_the_same_rounds_and_stops_when_its_time_is_up():
+def test_the_worker_times_both_passes_in_the_same_rounds_and_stops_when_its_time_is_up(monkeypatch):
+    import time
+
     import torch
+    import torch.utils.benchmark
 
     from gradcheck_kit.bench import variants as v
     from gradcheck_kit.bench.ops import MLP
@@ -143,7 +146,19 @@ def test_the_worker_times_both_passes_in_the_same_rounds_and_stops_when_its_time
         SimpleNamespace(embedding_backward=v.embedding_index_add),
     )
 
+    made = []
+
+    class Timer(torch.utils.benchmark.Timer):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.benchmark, "Timer", Timer)
+
     value = time_passes(chunked, *fused, vars(inputs.f), tuple(PARAMETERS), seconds=0.0)
+
+    # One thread, on its CPU time: what other processes take of the core is not the passes' time.
+    assert [(kw["num_threads"], kw["timer"]) for kw in made] == [(1, time.thread_time)] * 2
 
     assert {key: len(times) for key, times in value["seconds"].items()} == {"chunked": MIN_ROUNDS, "fused": MIN_ROUNDS}
     assert all(t > 0 for times in value["seconds"].values() for t in times)
