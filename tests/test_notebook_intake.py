@@ -193,6 +193,17 @@ def test_answers_written_unlike_the_solutions_pass_at_every_size(tmp_path: Path)
             assert report.passed, (key, config, verdicts(report))
 
 
+def test_exercise_1_split_across_cells_runs_them_in_order_even_a_cell_of_dlogits_alone(tmp_path: Path):
+    lines = EX1_VECTORISED.splitlines()
+    stages = [lines[:8], lines[8:9], lines[9:]]  # the middle cell assigns dlogits only, from dnorm_logits
+    assert stages[1][0].startswith("dlogits =")
+    notebook = write_notebook(tmp_path, *("\n".join(stage) for stage in stages), EX2_FROM_PROBS)
+    folder = submission_from_notebook(notebook, tmp_path / "out")
+    assert set(verdicts(grade(folder, "ex1")).values()) <= PASSING
+    assert "dnorm_logits" not in (folder / "ex2_cross_entropy.py").read_text()
+    assert grade(folder, "ex2").passed
+
+
 def test_exercise_4_takes_only_the_statements_of_the_training_loop_that_compute_dC(tmp_path: Path):
     folder = submission_from_notebook(write_notebook(tmp_path, TRAINING_ONE_HOT), tmp_path / "out")
     source = (folder / "ex4_embedding.py").read_text()
