@@ -371,7 +371,13 @@ def test_another_grader_version_or_option_grades_again(tmp_path: Path):
     assert "2 to grade" in grade(tmp_path, grade_options=("--timeout", "5"))[1]
 
 
-def test_ctrl_c_keeps_every_finished_row_and_a_rerun_grades_the_rest(tmp_path: Path, ends_within):
+@pytest.mark.parametrize(
+    ("sig", "sigint_ignored"), [(signal.SIGINT, False), (signal.SIGTERM, True)], ids=["ctrl-c", "sigterm-in-background"]
+)
+def test_ctrl_c_keeps_every_finished_row_and_a_rerun_grades_the_rest(
+    tmp_path: Path, ends_within, sig: int, sigint_ignored: bool
+):
+    # A shell starts a background command with SIGINT ignored; SIGTERM stops it the same way, children included.
     for name in ("alice", "bob"):
         student(tmp_path / "class" / name, 10)
     for name in ("carol", "dave"):
@@ -383,17 +389,19 @@ def test_ctrl_c_keeps_every_finished_row_and_a_rerun_grades_the_rest(tmp_path: P
         while time.monotonic() < deadline and not finished.is_set():
             book = tmp_path / "gradebook.csv"
             if book.exists() and book.read_text().count("\n") >= 3:  # the header and two rows
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), sig)
                 return
             time.sleep(0.05)
 
     presser = threading.Thread(target=interrupt_when_two_rows_are_written)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint_ignored else signal.default_int_handler)
     presser.start()
     try:
         code, out, book = grade(tmp_path, jobs=3)
     finally:
         finished.set()
         presser.join()
+        signal.signal(signal.SIGINT, before)
     assert code == INTERRUPTED
     assert sorted(book.rows) == ["alice", "bob"]
     assert "Interrupted: 2 submissions were not graded" in out

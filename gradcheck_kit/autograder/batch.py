@@ -18,9 +18,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -177,7 +178,7 @@ class _Runner:
     def run(self, todo: Sequence[tuple[Submission, str]]) -> int:
         """Grade ``todo``; return how many of them were left ungraded by Ctrl-C."""
         pending = deque(todo)
-        with _progress(len(todo), self.out) as self.progress:
+        with _stoppable(), _progress(len(todo), self.out) as self.progress:
             try:
                 while pending or self.running:
                     while pending and len(self.running) < self.options.jobs:
@@ -259,6 +260,32 @@ class _Runner:
                 process.wait()
             job.partial.unlink(missing_ok=True)
         self.running.clear()
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """Let Ctrl-C, and SIGTERM as well, stop the grading as Ctrl-C does.
+
+    A shell starts a command in the background with SIGINT ignored, and a child inherits an
+    ignored signal: without this, neither the grading nor its children could be interrupted.
+    The children are started while these handlers are set, so each starts with SIGINT's default.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 def _signal(process: subprocess.Popen[bytes], sig: int) -> None:
