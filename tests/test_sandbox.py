@@ -541,17 +541,17 @@ def test_a_grader_killed_mid_call_takes_its_worker_and_its_temporary_folder_with
     process = subprocess.Popen([sys.executable, "-c", grader], env={**os.environ, "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 120
-        while not list(scratch.glob("gradcheck-sandbox-*/worker.pid")) and time.monotonic() < deadline:
+        while not list(scratch.glob("**/gradcheck-sandbox-*/worker.pid")) and time.monotonic() < deadline:
             assert process.poll() is None, "the grader ended before the call started"
             time.sleep(0.1)
-        (pid_file,) = scratch.glob("gradcheck-sandbox-*/worker.pid")
+        (pid_file,) = scratch.glob("**/gradcheck-sandbox-*/worker.pid")
         worker = int(pid_file.read_text())
     finally:
         process.kill()
         process.wait()
     try:
         assert ends_within(worker, 30), "the worker went on looping after its grader was killed"
-        assert ends_within_seconds(lambda: not list(scratch.glob("gradcheck-sandbox-*")), 10)
+        assert ends_within_seconds(lambda: not list(scratch.glob("**/gradcheck-sandbox-*")), 10)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -20,14 +20,13 @@ import atexit
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from gradcheck_kit.sandbox import landlock
+from gradcheck_kit.sandbox import container, landlock
 
 __all__ = ["ENVIRONMENT", "FIRST_UID", "SandboxUser", "describe", "processes_of", "sandbox_user", "sweep"]
 
@@ -246,10 +245,7 @@ def sweep(uid: int, keep: Collection[int] = (), timeout: float = 10.0) -> list[i
 def describe(setting: str | int | None = None) -> str:
     """One line saying which isolation workers get on this machine, for the grading run's header."""
     why = _not_root_because()
-    confined = landlock.describe()
-    if shutil.which("bwrap"):
-        # bubblewrap starts a program afresh: a worker would import torch again for every exercise.
-        confined += ", bubblewrap on PATH (not used: workers are forked from a process that has imported torch)"
+    confined = landlock.describe() + container.describe()
     if why is None:
         try:
             user = sandbox_user(setting)

@@ -25,7 +25,6 @@ import os
 import pickle
 import shutil
 import signal
-import stat
 import struct
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from gradcheck_kit.sandbox import confine
+from gradcheck_kit.sandbox import confine, container
 from gradcheck_kit.sandbox.call import Call, exception_line, execute, failure
 from gradcheck_kit.sandbox.isolation import SandboxUser, sweep
 from gradcheck_kit.sandbox.outcome import OUTPUT_LIMIT, Outcome
@@ -289,29 +288,15 @@ def _anonymous_file() -> int:
 
 def _make_temp_dir(user: SandboxUser | None) -> str:
     """The worker's own temporary folder, which only it (its user) can enter and write."""
-    base = tempfile.gettempdir()
-    if user is not None and not _reachable(base):
-        # The grader's temporary folder may be private to it (gradcheck-kit grade's is): one all may enter.
-        base = next((b for b in ("/tmp", "/var/tmp", "/dev/shm") if _reachable(b)), base)
+    # In bubblewrap, the one folder the workers may write; else the grader's temporary folder,
+    # unless it is private to the grader (gradcheck-kit grade's is) and the worker has a user of its own.
+    base = container.scratch_root() if container.executable() else tempfile.gettempdir()
+    if user is not None and not container.searchable(base):
+        base = next((b for b in ("/tmp", "/var/tmp", "/dev/shm") if container.searchable(b)), base)
     folder = os.path.realpath(tempfile.mkdtemp(prefix="gradcheck-sandbox-", dir=base))
     if user is not None:
         os.chown(folder, user.uid, user.gid)
     return folder
-
-
-def _reachable(folder: str) -> bool:
-    """Whether anyone may enter ``folder``: it and every folder above it are searchable by all."""
-    path = os.path.realpath(folder)
-    while True:
-        try:
-            if not os.stat(path).st_mode & stat.S_IXOTH:
-                return False
-        except OSError:
-            return False
-        parent = os.path.dirname(path)
-        if parent == path:
-            return True
-        path = parent
 
 
 def _main_script_hint() -> str:
@@ -330,6 +315,10 @@ def _context() -> ForkServerContext | SpawnContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
+    wrapped = container.executable()
+    if wrapped is not None:
+        # Has no effect once the fork server runs, as for the preload below; it is started in bubblewrap.
+        context.set_executable(wrapped)
     # Workers forked from the fork server start with these (and torch) imported: a restart takes milliseconds.
     # Has no effect once the fork server runs; workers then import torch themselves.
     context.set_forkserver_preload(
