@@ -371,6 +371,10 @@ def test_the_written_files_raise_no_integrity_finding_of_their_own(tmp_path: Pat
             json.dumps({"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}}], "nbformat": 4}),
             "no cell assigns the gradients of the exercises",
         ),
+        (
+            json.dumps({"cells": [{"cell_type": "code", "source": 'dlogits = "\ud800"'}], "nbformat": 4}),
+            "cell 1 holds text that is not valid Unicode (surrogates not allowed)",
+        ),
     ],
 )
 def test_a_file_that_is_not_a_filled_in_notebook_gets_a_message_saying_what_to_do(

@@ -91,6 +91,12 @@ def code_cells(path: Path) -> list[Cell]:
             source = "".join(source)
         if not isinstance(source, str):
             raise NotebookError(f"cell {number} has a source that is not text; {_WHAT_TO_DO}")
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes decode to characters no file can hold
+            raise NotebookError(
+                f"cell {number} holds text that is not valid Unicode ({exc.reason}); {_WHAT_TO_DO}"
+            ) from None
         count = raw.get("execution_count")
         cell = _cell(number, count if isinstance(count, int) and not isinstance(count, bool) else None, source)
         if cell is not None:
