@@ -1,9 +1,9 @@
 """A notebook's code cells, read as data: nbformat 4 JSON parsed with ``json``, IPython's magics set aside.
 
-Nothing here runs the notebook's code: cells are parsed with :mod:`ast` and
-:mod:`tokenize` only. nbformat itself is not needed for this: the cells, their
-``source`` and ``execution_count`` are all that is read, and version 4 of the
-format has kept them the same since 2015.
+Nothing here runs the notebook's code: cells are parsed with :mod:`ast` only.
+nbformat itself is not needed: a cell's ``cell_type``, ``source`` and
+``execution_count`` are all that is read, and every minor version of nbformat 4
+(Jupyter's and Colab's) keeps them as they are.
 """
 
 from __future__ import annotations
@@ -39,17 +39,16 @@ class Cell:
     Attributes:
         number: the cell's place in the notebook, counting every cell from 1.
         execution_count: the ``In [N]`` Jupyter shows beside it, when it was run.
-        code: the cell's source with each IPython magic or shell line replaced by ``pass``
-            at its indentation, so that its lines keep their numbers.
-        tree: the parsed code, or None when it does not parse.
-        error: the SyntaxError's message when it does not parse.
+        code: the cell's source with each IPython magic or shell line, and each ``cmp(...)``
+            call, replaced by ``pass`` at its indentation, so that its lines keep their numbers.
+        tree: the parsed code, or None when it does not parse (its exercise file then fails
+            to import, with the SyntaxError's line).
     """
 
     number: int
     execution_count: int | None
     code: str
     tree: ast.Module | None
-    error: str = ""
 
     def label(self, notebook: str) -> str:
         """``notebook.ipynb, cell 12 (In [14])``: how a student finds the cell."""
@@ -116,12 +115,8 @@ def _cell(number: int, execution_count: int | None, source: str) -> Cell | None:
     code = neutralise_magics("\n".join(lines))
     try:
         tree = ast.parse(code)
-    except SyntaxError as exc:
-        where = f"line {exc.lineno}: " if exc.lineno else ""
-        text = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
-        return Cell(number, execution_count, code, None, f"{where}SyntaxError: {exc.msg}{text}")
-    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, nesting too deep to parse
-        return Cell(number, execution_count, code, None, f"{type(exc).__name__}: the cell could not be parsed")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # null bytes, nesting too deep to parse
+        return Cell(number, execution_count, code, None)
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Expr) and _is_cmp_call(n.value)]
     if calls:
         inert = _without(code, calls)
