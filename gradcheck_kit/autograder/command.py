@@ -163,12 +163,12 @@ def run(args: argparse.Namespace) -> int:
         exercises = find_exercises(args.exercises)
     except FileNotFoundError as exc:
         return _usage_error(str(exc))
-    if importlib.util.find_spec("pytest") is None or importlib.util.find_spec("numpy") is None:
+    if not _importable("pytest") or not _importable("numpy"):
         return _usage_error("grading needs pytest and numpy: pip install 'gradcheck-kit[grade]'")
     if args.workers is not None and not _has_xdist():
         return _usage_error("--workers needs pytest-xdist: pip install 'gradcheck-kit[xdist]'")
     names = exercise_files(exercises)
-    with tempfile.TemporaryDirectory(prefix="gradcheck-class-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="gradcheck-submissions-") as scratch:
         try:
             room = find_submissions(args.submissions, Path(scratch), names)
         except (NoSubmission, UnsafeArchive) as exc:
@@ -246,8 +246,6 @@ def _shared_sandbox_user() -> str | None:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
