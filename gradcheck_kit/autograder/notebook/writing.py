@@ -3,8 +3,9 @@
 The notebook's code is copied verbatim, indented into the function, and each of
 its lines ends with a comment naming its cell and its line in the cell: the
 sandbox quotes the line an exception comes from, so the message names the cell.
-Lines inside a multi-line string are neither indented nor marked (that would
-change the string), nor are lines continued with a backslash.
+Lines inside a multi-line string are neither indented nor marked (either would
+change the string); a line continued with a backslash is not marked (a comment
+cannot follow the backslash).
 """
 
 from __future__ import annotations
