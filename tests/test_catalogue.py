@@ -34,6 +34,16 @@ EX6_PASSED = {f"test_training[{key}]": "passed" for key, check in LAYER_CHECKS.i
 ON_REFERENCE_LAYERS = "exercise 6: training: * (graded on the reference layers: your exercise 5 layers do not pass yet*"
 
 
+def ex5(*checks: str) -> tuple[str, ...]:
+    """The node ids of exercise 5's tests of ``checks``."""
+    return tuple(f"{EX5}::test_layers[{check}]" for check in checks)
+
+
+def ex6(*checks: str) -> tuple[str, ...]:
+    """The node ids of exercise 6's tests of ``checks``."""
+    return tuple(f"{EX6}::test_training[{check}]" for check in checks)
+
+
 @dataclass(frozen=True)
 class Run:
     """Catalogue cases graded in one pytest run, and the exercises' tests it runs."""
@@ -76,14 +86,26 @@ RUNS = (
         ("ex1_dW2_transposed", "ex2_returns_none", "ex3_raises", "ex4_returns_numpy"),
         (EX1, EX2 + NOTEBOOK, EX3 + NOTEBOOK, EX4 + NOTEBOOK),
     ),
-    Run(("ex1_dcounts_missing_branch", "ex2_hard_codes_batch_of_32"), (EX1, EX2)),
-    Run(("ex1_dbndiff_missing_branch", "ex2_sign_flipped"), (EX1, EX2)),
+    Run(
+        (
+            "ex1_dcounts_missing_branch",
+            "ex2_hard_codes_batch_of_32",
+            "ex3_mean_term_over_n_minus_1",
+            "ex4_index_add_on_a_copy",
+        ),
+        (EX1, EX2, EX3 + NOTEBOOK, EX4 + NOTEBOOK),
+    ),
+    Run(
+        ("ex1_dbndiff_missing_branch", "ex2_sign_flipped", "ex4_plus_equals_on_all_indices"), (EX1, EX2, EX4 + NOTEBOOK)
+    ),
     Run(
         ("ex1_misspelled_key", "ex2_infinite_loop"),
         (EX1, EX2, EX3 + NOTEBOOK, EX4 + NOTEBOOK),
         ("--gradcheck-timeout", "3"),
     ),
-    Run(("ex1_dnorm_logits_divides_by_zero",), (EX1,)),
+    Run(("ex1_dnorm_logits_divides_by_zero", "ex2_hard_codes_a_32_by_27_buffer"), (EX1, EX2)),
+    Run(("ex1_aliased_bndiff_and_extra_keepdim",), (EX1,)),
+    Run(("ex1_raises_after_a_factor_of_bnvar_inv",), (EX1,)),
     Run(("ex1_half_written",), ("test_ex1_chunked_backward.py",)),
     Run(("ex4_returns_on_cpu",), (EX4 + NOTEBOOK,), ("--gradcheck-device", "cuda")),
     # Exercises 5 and 6: exercise 6 runs on the reference layers while exercise 5 fails.
@@ -92,6 +114,21 @@ RUNS = (
     Run(("ex5_tanh_forward_uses_autograd", "ex6_never_updates_C"), (EX5, EX6)),
     Run(("ex5_patches_the_grader",), (EX5, EX6)),
     Run(("ex5_params_in_a_list", "ex6_calibrate_stays_in_training"), (EX5, EX6)),
+    # Exercises 5 and 6: each mistake is named, with its evidence, in the rows that show it; only the checks
+    # that show it are run.
+    Run(
+        ("ex5_batchnorm_backward_biased_variance", "ex6_update_rebinds_parameters"),
+        ex5("batchnorm_training", "deep_mlp") + ex6("training_steps"),
+    ),
+    Run(
+        ("ex5_swapped_momentum", "ex6_calibrate_biased_variance"),
+        ex5("batchnorm_training", "deep_mlp") + ex6("calibration"),
+    ),
+    Run(("ex5_running_var_biased",), ex5("batchnorm_training", "deep_mlp")),
+    Run(("ex5_running_stats_updated_in_eval",), ex5("batchnorm_eval", "deep_mlp")),
+    Run(("ex5_eval_backward_batch_formula",), ex5("batchnorm_eval")),
+    Run(("ex5_tanh_derivative_from_input",), ex5("tanh", "deep_mlp")),
+    Run(("ex5_weight_gradient_accumulated",), ex5("linear", "linear_without_bias", "deep_mlp")),
 )
 
 
@@ -175,14 +212,19 @@ def test_dbndiff2_with_the_biased_variance_is_off_by_n_minus_1_over_n(graded):
     run = graded("ex1_dbndiff2_biased_variance")
     assert run.failing("ex1") == {"test_gradient[cpu-bndiff2]": "failed"}
     run.failure("ex1", "test_gradient[cpu-bndiff2]").fnmatch_lines(
-        ["*dbndiff2: WRONG: first wrong step — off by a constant factor of (n-1)/n = 31/32*Bessel*"]
+        [
+            "*dbndiff2: WRONG: first wrong step — off by a constant factor of (n-1)/n = 31/32: a division by n where "
+            "the forward pass divides by n-1*"
+        ]
     )
 
 
-def test_dbndiff_without_the_2_of_x_squared_fails_dbndiff_with_the_power_rule_hint(graded):
+def test_dbndiff_without_the_2_of_x_squared_fails_dbndiff_only_and_the_hint_gives_way_to_the_diagnosis(graded):
     run = graded("ex1_dbndiff_missing_factor_2")
     assert run.failing("ex1") == {"test_gradient[cpu-bndiff]": "failed"}
-    run.failure("ex1", "test_gradient[cpu-bndiff]").fnmatch_lines(["*dbndiff: WRONG: first wrong step*d x**2/dx = 2x*"])
+    lines = run.failure("ex1", "test_gradient[cpu-bndiff]")
+    lines.fnmatch_lines(["*dbndiff: WRONG: first wrong step — the contribution through 'bndiff2' is off by*1/2*"])
+    assert not any("hint:" in line for line in lines.lines)
 
 
 def test_dbndiff_without_the_2_of_x_squared_is_diagnosed_as_a_factor_on_the_bndiff2_branch(graded):
@@ -194,7 +236,10 @@ def test_dW2_as_dlogits_T_at_h_is_recognised_as_the_transpose(graded):
     run = graded("ex1_dW2_transposed")
     assert run.failing("ex1") == {"test_gradient[cpu-W2]": "failed"}
     run.failure("ex1", "test_gradient[cpu-W2]").fnmatch_lines(
-        ["*dW2: WRONG: first wrong step — it is the transpose of the right gradient*"]
+        [
+            "*dW2: WRONG: first wrong step — Shape mismatch: got (27, 64) where (64, 27) is expected. "
+            "— it is the transpose of the right gradient*"
+        ]
     )
 
 
@@ -252,8 +297,77 @@ def test_what_a_division_by_zero_turns_to_inf_everywhere_cannot_be_checked_and_e
     )
 
 
+def test_a_gradient_changed_in_place_through_another_is_told_so_and_an_extra_keepdim_is_told_as_extra(graded):
+    run = graded("ex1_aliased_bndiff_and_extra_keepdim")
+    assert run.failing("ex1") == {"test_gradient[cpu-b2]": "failed", "test_gradient[cpu-bndiff]": "failed"}
+    run.failure("ex1", "test_gradient[cpu-bndiff]").fnmatch_lines(
+        ["*dbndiff: WRONG: dbndiff holds exactly the values of dhprebn: the two are the same tensor*.clone()*"]
+    )
+    lines = run.failure("ex1", "test_gradient[cpu-b2]")
+    lines.fnmatch_lines(["*db2: WRONG: first wrong step — Shape mismatch: got (1, 27) where (27,) is expected.*"
+                         " — an extra keepdim=True*"])  # fmt: skip
+    assert not any("missing keepdim" in line for line in lines.lines)
+
+
+def test_an_exception_is_told_once_and_the_gradients_computed_before_it_are_graded(graded):
+    run = graded("ex1_raises_after_a_factor_of_bnvar_inv")
+    line = line_of("ex1_raises_after_a_factor_of_bnvar_inv", "ex1_chunked_backward.py", 'g["W1"] = dhprebn @')
+    outcomes = run.outcomes("ex1")
+    failed = {name for name in GRADED if outcomes[f"test_gradient[cpu-{name}]"] == "failed"}
+    assert failed == {"bnvar_inv", "W1", "b1", "emb", "C"}
+    run.failure("ex1", "test_gradient[cpu-bnvar_inv]").fnmatch_lines(
+        ["*dbnvar_inv: WRONG: first wrong step — each column is off by a factor equal to bnvar_inv*"]
+    )
+    run.failure("ex1", "test_gradient[cpu-W1]").fnmatch_lines(
+        [f"*dW1: ERROR: RuntimeError: *at ex1_chunked_backward.py:{line}: *"]
+    )
+    run.failure("ex1", "test_gradient[cpu-C]").fnmatch_lines(
+        ["*dC: ERROR: not computed: chunked_backward raised before it (see dW1)*"]
+    )
+    # The exception is told at the first gradient it kept from being computed; the others point there.
+    for name in ("b1", "emb", "C"):
+        assert not any("RuntimeError" in text for text in run.failure("ex1", f"test_gradient[cpu-{name}]").lines)
+
+
 # ----------------------------------------------------------------------------
 # Exercises 2-4: known mistakes are named, and failures stay in their exercise.
+
+
+def test_batchnorm_with_its_mean_term_over_n_minus_1_is_told_which_term(graded):
+    run = graded("ex3_mean_term_over_n_minus_1")
+    assert run.failing("ex3") == {"test_notebook_shapes[cpu]": "failed"}
+    run.failure("ex3", "test_notebook_shapes[cpu]").fnmatch_lines(
+        [
+            "*dhprebn: WRONG: the mean term (dhpreact.sum(0) / n) is off by a factor of n/(n-1) = 32/31: "
+            "a division by n-1 where the forward pass divides by n*"
+        ]
+    )
+
+
+def test_an_embedding_gradient_left_all_zeros_is_told_so_and_not_a_factor_of_zero(graded):
+    run = graded("ex4_index_add_on_a_copy")
+    assert run.failing("ex4") == {"test_notebook_shapes[cpu]": "failed"}
+    lines = run.failure("ex4", "test_notebook_shapes[cpu]")
+    lines.fnmatch_lines(["*dC: WRONG: it is all zeros: nothing was written into it*"])
+    assert not any("factor of 0" in line for line in lines.lines)
+
+
+def test_plus_equals_on_all_indices_is_told_why_it_keeps_one_row(graded):
+    run = graded("ex4_plus_equals_on_all_indices")
+    assert run.failing("ex4") == {"test_notebook_shapes[cpu]": "failed"}
+    run.failure("ex4", "test_notebook_shapes[cpu]").fnmatch_lines(
+        ["*dC: WRONG: rows of C that appear more than once*dC[[]Xb] += demb*write each repeated row once*"]
+    )
+
+
+def test_a_buffer_of_the_notebooks_size_is_named_with_its_line_where_other_shapes_fail(graded):
+    run = graded("ex2_hard_codes_a_32_by_27_buffer")
+    line = line_of("ex2_hard_codes_a_32_by_27_buffer", "ex2_cross_entropy.py", "torch.zeros((32, 27))")
+    assert run.failing("ex2") == {"test_other_shapes[cpu]": "failed"}
+    run.failure("ex2", "test_other_shapes[cpu]").fnmatch_lines(
+        [f"*dlogits: ERROR: *a size of the notebook is written as a number: 32 (n) and 27 (vocab_size) at "
+         f"ex2_cross_entropy.py:{line}: onehot = torch.zeros((32, 27))*"]
+    )  # fmt: skip
 
 
 def test_cross_entropy_without_1_over_n_is_off_by_n(graded):
@@ -383,8 +497,13 @@ def test_an_infinite_loop_times_out_and_the_exercises_after_it_are_still_graded(
 def test_hard_coding_the_batch_of_32_passes_the_notebook_and_fails_other_shapes(graded):
     run = graded("ex2_hard_codes_batch_of_32")
     assert run.failing("ex2") == {"test_other_shapes[cpu]": "failed"}
+    line = line_of("ex2_hard_codes_batch_of_32", "ex2_cross_entropy.py", "dlogits /= 32")
     run.failure("ex2", "test_other_shapes[cpu]").fnmatch_lines(
-        ["exercise 2: cross-entropy backward, n=*", "*dlogits: WRONG: off by a constant factor of *"]
+        [
+            "exercise 2: cross-entropy backward, n=*",
+            f"*dlogits: WRONG: *a size of the notebook is written as a number: 32 (n) at ex2_cross_entropy.py:{line}*"
+            "off by a constant factor of *",
+        ]
     )
 
 
@@ -479,7 +598,14 @@ def test_autograd_in_the_tanh_forward_pass_is_refused_at_the_students_line(grade
 def test_a_train_step_that_never_updates_C_fails_the_training_steps_at_C(graded):
     run = graded("ex6_never_updates_C")
     assert run.failing("ex6") == {"test_training[training_steps]": "failed"}
-    run.failure("ex6", "test_training[training_steps]").fnmatch_lines(["  C: WRONG: *"])
+    run.failure("ex6", "test_training[training_steps]").fnmatch_lines(
+        [
+            "  C: WRONG: C did not change in 5 steps (after them it is the same tensor, with the values it was "
+            "given; C -= lr * dC changes the tensor in place, C = C - lr * dC makes a new one*",
+            "  layers[16].gamma: WRONG: the error is that C did not change (layers[16].gamma is what 5 steps give "
+            "when C stays as given)",
+        ]
+    )
 
 
 def test_a_file_that_patches_the_grading_code_gains_nothing(graded):
@@ -506,9 +632,15 @@ def test_layers_that_keep_their_parameters_in_a_list_pass_and_train_in_exercise_
 def test_a_calibration_that_stays_in_training_mode_fails_on_the_training_flag(graded):
     run = graded("ex6_calibrate_stays_in_training")
     assert run.failing("ex6") == {"test_training[calibration]": "failed"}
-    run.failure("ex6", "test_training[calibration]").fnmatch_lines(
-        ["  training: WRONG: calibrate must leave every batchnorm in eval mode (training = False); 6 of 6 are not"]
+    failure = run.failure("ex6", "test_training[calibration]")
+    failure.fnmatch_lines(
+        [
+            "  training: WRONG: calibrate left the layers in training mode (6 of 6 batchnorm layers do not have "
+            "training = False after it; it must leave every batchnorm in eval mode)",
+            "      Greatest absolute difference: 1 at index (0,) (up to 0 allowed)",
+        ]
     )
+    failure.no_fnmatch_line("*e-43 allowed*")
 
 
 # ----------------------------------------------------------------------------
@@ -526,3 +658,133 @@ def test_the_solutions_earn_full_marks_for_exercises_5_and_6_in_a_random_order(g
     assert run.outcomes("ex5") == EX5_PASSED
     assert run.outcomes("ex6") == EX6_PASSED
     run.result.stdout.fnmatch_lines(["exercise 5: layers * 9 / 9 *", "exercise 6: training * 6 / 6 *"])
+
+
+# ----------------------------------------------------------------------------
+# Exercises 5 and 6: each mistake is named where it shows, with the evidence it was recognised from.
+
+
+def test_a_batchnorm_backward_with_the_biased_variance_is_named_in_the_layer_and_in_the_deep_mlp(graded):
+    run = graded("ex5_batchnorm_backward_biased_variance")
+    assert run.failing("ex5") == {"test_layers[batchnorm_training]": "failed", "test_layers[deep_mlp]": "failed"}
+    run.failure("ex5", "test_layers[batchnorm_training]").fnmatch_lines(
+        [
+            "  dx: WRONG: the backward pass used the biased variance, divided by n instead of n-1 (dx matches the "
+            "batchnorm backward whose variance term lacks the factor n/(n-1) = 32/31, while the forward pass "
+            "divides by n-1)"
+        ]
+    )
+    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
+        ["  dlayers[15].out: WRONG: first wrong step — the backward pass used the biased variance, divided by n*"]
+    )
+
+
+def test_a_running_variance_updated_with_the_biased_variance_is_named_and_the_eval_logits_blame_it(graded):
+    run = graded("ex5_running_var_biased")
+    assert run.failing("ex5") == {"test_layers[batchnorm_training]": "failed", "test_layers[deep_mlp]": "failed"}
+    run.failure("ex5", "test_layers[batchnorm_training]").fnmatch_lines(
+        [
+            "  running_var: WRONG: running_var is updated with the biased batch variance, divided by n instead of "
+            "n-1 (it equals (1 - momentum) * running_var + momentum * x.var(0, unbiased=False))"
+        ]
+    )
+    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
+        [
+            "  layers[1].running_var: WRONG: layers[1].running_var is updated with the biased batch variance*",
+            "  logits(eval): WRONG: the error is in the running statistics: layers[1].running_var and 5 more*",
+        ]
+    )
+
+
+def test_swapped_momentum_is_named_by_how_far_the_running_statistics_moved(graded):
+    run = graded("ex5_swapped_momentum")
+    assert run.failing("ex5") == {"test_layers[batchnorm_training]": "failed", "test_layers[deep_mlp]": "failed"}
+    run.failure("ex5", "test_layers[batchnorm_training]").fnmatch_lines(
+        [
+            "  running_mean: WRONG: momentum swapped (running_mean moved 90% of the way to the batch mean instead "
+            "of 10%: the update is (1 - momentum) * running + momentum * batch)",
+            "  running_var: WRONG: momentum swapped (running_var moved 90% of the way to the batch variance*",
+        ]
+    )
+
+
+def test_running_statistics_updated_in_eval_mode_are_named_and_the_values_they_change_blame_them(graded):
+    run = graded("ex5_running_stats_updated_in_eval")
+    assert run.failing("ex5") == {"test_layers[batchnorm_eval]": "failed", "test_layers[deep_mlp]": "failed"}
+    run.failure("ex5", "test_layers[batchnorm_eval]").fnmatch_lines(
+        [
+            "  out: WRONG: the running statistics changed in eval mode before the batch was normalised (out is what "
+            "your updated running_mean and running_var give; in eval mode they stay as they are)",
+            "  running_mean: WRONG: the running statistics changed in eval mode (running_mean moved 10% of the way "
+            "to the batch mean; in eval mode they stay as they are)",
+        ]
+    )
+    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
+        ["  logits(eval): WRONG: the running statistics changed in eval mode before the batch was normalised*"]
+    )
+
+
+def test_an_eval_mode_backward_through_the_batch_statistics_is_named(graded):
+    run = graded("ex5_eval_backward_batch_formula")
+    assert run.failing("ex5") == {"test_layers[batchnorm_eval]": "failed"}
+    run.failure("ex5", "test_layers[batchnorm_eval]").fnmatch_lines(
+        [
+            "  dx: WRONG: the eval-mode backward used the training-mode formula, with the paths through the batch "
+            "statistics (dx matches that formula applied to the running statistics; in eval mode they are "
+            "constants, so dx = gamma * dout / sqrt(running_var + eps))"
+        ]
+    )
+
+
+def test_a_tanh_derivative_taken_from_the_input_is_named_in_the_layer_and_in_the_deep_mlp(graded):
+    run = graded("ex5_tanh_derivative_from_input")
+    assert run.failing("ex5") == {"test_layers[tanh]": "failed", "test_layers[deep_mlp]": "failed"}
+    run.failure("ex5", "test_layers[tanh]").fnmatch_lines(
+        [
+            "  dx: WRONG: Tanh.backward used the input (dx equals dout * (1 - x**2); the derivative is "
+            "1 - tanh(x)**2, so dout * (1 - out**2) is expected)"
+        ]
+    )
+    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
+        ["  dlayers[13].out: WRONG: first wrong step — Tanh.backward used the input*"]
+    )
+
+
+def test_a_weight_gradient_accumulated_across_calls_fails_the_linear_checks_and_says_it_doubled(graded):
+    run = graded("ex5_weight_gradient_accumulated")
+    # One backward call per layer in the deep MLP: right there; a second call shows the +=.
+    assert run.failing("ex5") == {"test_layers[linear]": "failed", "test_layers[linear_without_bias]": "failed"}
+    run.failure("ex5", "test_layers[linear]").fnmatch_lines(
+        [
+            "  dweight: WRONG: dweight is accumulated (+=) and never reset (it doubled on a second backward call "
+            "with the same input; each call must set it afresh)"
+        ]
+    )
+
+
+def test_a_train_step_that_rebinds_each_parameter_is_told_the_layers_never_changed_and_C_is_not_blamed(graded):
+    run = graded("ex6_update_rebinds_parameters")
+    assert run.failing("ex6") == {"test_training[training_steps]": "failed"}
+    run.failure("ex6", "test_training[training_steps]").fnmatch_lines(
+        [
+            "  C: WRONG: the error is that layers[0].weight and 17 more did not change (C is what 5 steps give when "
+            "layers[0].weight and 17 more stay as given)",
+            "  layers[0].weight: WRONG: layers[0].weight did not change in 5 steps (after them it is the same tensor, "
+            "with the values it was given; p -= lr * grad changes the tensor in place, p = p - lr * grad makes a new "
+            "one and rebinds only the name p)",
+        ]
+    )
+
+
+def test_a_calibration_with_the_biased_variance_blames_it_not_the_running_mean_that_follows(graded):
+    run = graded("ex6_calibrate_biased_variance")
+    assert run.failing("ex6") == {"test_training[calibration]": "failed"}
+    failure = run.failure("ex6", "test_training[calibration]")
+    failure.fnmatch_lines(
+        [
+            "  layers[4].running_mean: WRONG: not this layer's mistake: layers[1].running_var is the biased "
+            "variance, divided by N instead of N-1 (it equals the expected one times (N-1)/N, N = *; "
+            "layers[4].running_mean is the mean of the input your earlier statistics give it)"
+        ]
+    )
+    failure.no_fnmatch_line("  layers[1].running_var: WRONG*")

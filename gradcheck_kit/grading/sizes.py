@@ -21,10 +21,11 @@ __all__ = ["Literal", "hard_coded", "literals"]
 
 @dataclass(frozen=True)
 class Literal:
-    """A whole number written in the source: its value, line and the line's text."""
+    """A whole number written in the source: its value, where it stands, and its line's text."""
 
     value: int
     line: int
+    col: int
     text: str
 
 
@@ -43,8 +44,8 @@ def literals(source: str, function: str, values: set[int]) -> list[Literal]:
     for node in ast.walk(scope):
         if isinstance(node, ast.Constant) and type(node.value) is int and node.value in values:
             text = lines[node.lineno - 1].strip() if 0 < node.lineno <= len(lines) else ""
-            found.append(Literal(node.value, node.lineno, text))
-    return sorted(found, key=lambda lit: (lit.line, lit.value))
+            found.append(Literal(node.value, node.lineno, node.col_offset, text))
+    return sorted(found, key=lambda lit: (lit.line, lit.col))
 
 
 def hard_coded(path: str | Path, function: str, notebook: Mapping[str, int], here: Mapping[str, int]) -> Diagnosis:
@@ -54,7 +55,9 @@ def hard_coded(path: str | Path, function: str, notebook: Mapping[str, int], her
         path: the student's file.
         function: the graded function in it.
         notebook: the notebook's sizes by name (``{"n": 32, "vocab_size": 27, ...}``).
-        here: the sizes of the failing configuration, by the same names.
+        here: the sizes of the failing configuration, by the same names. Names that are not
+            identifiers ("n-1") are sizes computed from the others: looked for in the source, and
+            not listed as the configuration's.
     """
     differing = {value: name for name, value in notebook.items() if here.get(name) != value}
     path = Path(path)
@@ -63,7 +66,12 @@ def hard_coded(path: str | Path, function: str, notebook: Mapping[str, int], her
     except OSError:
         source = ""
     found = literals(source, function, set(differing))
-    sizes = ", ".join(f"{name}={here[name]}" for name in notebook if name in here and here[name] != notebook[name])
+    # Sizes computed from others ("n-1") are looked for in the source, not listed as the configuration.
+    sizes = ", ".join(
+        f"{name}={here[name]}"
+        for name in notebook
+        if name.isidentifier() and here.get(name, notebook[name]) != notebook[name]
+    )
     evidence = f"right at the notebook's sizes, not at {sizes}"
     if not found:
         return Diagnosis(
@@ -71,10 +79,15 @@ def hard_coded(path: str | Path, function: str, notebook: Mapping[str, int], her
             "from a tensor it should not be)",
             evidence,
         )
+    by_line: dict[int, list[Literal]] = {}
+    for lit in found:
+        by_line.setdefault(lit.line, []).append(lit)
     named = "; ".join(
-        f"{lit.value} ({differing[lit.value]}) at {path.name}:{lit.line}: {lit.text}" for lit in found[:4]
+        " and ".join(f"{lit.value} ({differing[lit.value]})" for lit in lits)
+        + f" at {path.name}:{line}: {lits[0].text}"
+        for line, lits in list(by_line.items())[:4]
     )
-    more = f" and {len(found) - 4} more" if len(found) > 4 else ""
+    more = f" and {len(by_line) - 4} more lines" if len(by_line) > 4 else ""
     return Diagnosis(
         f"a size of the notebook is written as a number: {named}{more}; take it from the tensors' shapes instead",
         evidence,
