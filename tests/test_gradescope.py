@@ -164,3 +164,10 @@ def test_a_skipped_test_worth_points_earns_none_and_is_listed_as_failed_with_its
     entry = to_gradescope(results, execution_time=1.0)["tests"][0]
     assert (entry["score"], entry["status"]) == (0.0, "failed")
     assert "skipped, so it earns no points" in entry["output"] and "CUDA is not available" in entry["output"]
+
+
+def test_a_leaderboard_is_written_only_when_there_are_entries():
+    entries = [{"name": "fused speed-up", "value": 6.2, "order": "desc"}]
+    data = to_gradescope(graded_run(), execution_time=1.0, leaderboard=entries)
+    assert data["leaderboard"] == entries and validate(data) == []
+    assert "leaderboard" not in to_gradescope(graded_run(), execution_time=1.0)

@@ -239,3 +239,25 @@ def test_the_shipped_points_file_loads_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Scheme.load(EXERCISES / "points.toml")
+
+
+def test_the_leaderboard_table_names_a_column_for_each_figure_the_run_measured():
+    scheme = Scheme.from_dict({"leaderboard": {"speedup": "fused speed-up"}, "ex1": {"points": 10}})
+    assert scheme.exercises.keys() == {"ex1"}
+    assert scheme.leaderboard_entries({"speedup": 6.23456}) == [
+        {"name": "fused speed-up", "value": 6.235, "order": "desc"}
+    ]
+    assert scheme.leaderboard_entries({}) == []  # not timed (a pass failed, or the timing was too noisy)
+    assert Scheme().leaderboard_entries({"speedup": 6.2}) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"leaderboard": {"accuracy": "acc"}}, r"\[leaderboard\]: unknown key 'accuracy'; expected one of speedup"),
+        ({"leaderboard": {"speedup": ""}}, r"\[leaderboard\] speedup: the value is the leaderboard column's name"),
+    ],
+)
+def test_a_mistake_in_the_leaderboard_table_is_an_error_naming_it(data, message):
+    with pytest.raises(SchemeError, match=message):
+        Scheme.from_dict(data)

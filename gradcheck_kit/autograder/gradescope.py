@@ -55,6 +55,7 @@ def to_gradescope(
     reason: str = "",
     notes: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    leaderboard: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """``results`` as Gradescope's results.json.
 
@@ -64,6 +65,7 @@ def to_gradescope(
         reason: why it stopped, or anything else wrong with the run as a whole.
         notes: lines for every student to read under the score (seeds, time limits).
         extra: more top-level ``extra_data``.
+        leaderboard: Gradescope's leaderboard entries (``name``, ``value``, ``order``); left out when empty.
     """
     complete = complete and results.complete
     if not complete and not reason:
@@ -73,7 +75,7 @@ def to_gradescope(
     skipped = [t for t in ordered if _skipped_for_nothing(t)]
     tests = [_entry(t) for t in ordered if not _skipped_for_nothing(t)]
     tests += [_missing_entry(e, reason) for e in results.exercises() if e.missing]
-    return {
+    data: dict[str, Any] = {
         "score": results.score,
         "execution_time": round(max(execution_time, 0.0), 3),
         "output": _overview(results, complete, reason, [*_skipped_notes(skipped), *notes]),
@@ -97,6 +99,9 @@ def to_gradescope(
         },
         "tests": tests,
     }
+    if leaderboard:
+        data["leaderboard"] = [dict(entry) for entry in leaderboard]
+    return data
 
 
 def _skipped_for_nothing(run: TestRun) -> bool:

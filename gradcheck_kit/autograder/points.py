@@ -37,6 +37,12 @@ The rules, applied by :meth:`Scheme.plan` to the tests a run collects:
 - Time limit per call: ``--gradcheck-timeout`` when given, else the exercise's
   ``timeout``, else the top-level ``timeout``, else 60 seconds.
 
+A ``[leaderboard]`` table puts a run's figures on Gradescope's leaderboard, one
+column each, named by the value::
+
+    [leaderboard]
+    speedup = "fused speed-up"   # the speed line's ratio: fused (ex 2-4) over chunked (ex 1)
+
 ``visibility = "hidden"`` on an exercise or test worth points is allowed, and loading
 it warns (:class:`SchemeWarning`): while a test worth points is hidden, Gradescope
 shows students no total score at all. ``after_due_date`` or ``after_published`` hide
@@ -56,6 +62,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_TOTAL",
+    "LEADERBOARD_METRICS",
     "VISIBILITIES",
     "CollectedTest",
     "ExerciseRule",
@@ -70,6 +77,8 @@ __all__ = [
 #: Gradescope's visibility values, most hidden first.
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 DEFAULT_TOTAL = 100.0
+#: The figures a run can put on Gradescope's leaderboard, and their order there: "desc" when more is better.
+LEADERBOARD_METRICS = {"speedup": "desc"}
 _MARK_KEYS = frozenset({"exercise", "points", "visibility"})
 _EPS = 1e-9
 
@@ -231,6 +240,7 @@ class Scheme:
     total: float | None = None
     timeout: float | None = None
     source: str = "points.toml"
+    leaderboard: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> Scheme:
@@ -276,9 +286,10 @@ class Scheme:
     def from_dict(cls, data: Mapping[str, Any], source: str = "points.toml") -> Scheme:
         top = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
         _check_keys(top, {"total", "timeout"}, source)
+        leaderboard = _leaderboard(data.get("leaderboard", {}), f"{source} [leaderboard]")
         exercises = {}
         for key, value in data.items():
-            if isinstance(value, Mapping):
+            if isinstance(value, Mapping) and key != "leaderboard":
                 where = f"{source} [{key}]"
                 _check_keys(value, {"points", "visibility", "timeout", "tests"}, where)
                 tests = value.get("tests", {})
@@ -290,7 +301,16 @@ class Scheme:
                     timeout=_seconds(value.get("timeout"), where),
                     tests={name: _test_rule(rule, f"{source} [{key}.tests] {name}") for name, rule in tests.items()},
                 )
-        return cls(exercises, _points(top.get("total"), source, "total"), _seconds(top.get("timeout"), source), source)
+        total, timeout = _points(top.get("total"), source, "total"), _seconds(top.get("timeout"), source)
+        return cls(exercises, total, timeout, source, leaderboard)
+
+    def leaderboard_entries(self, figures: Mapping[str, float]) -> list[dict[str, Any]]:
+        """Gradescope's ``leaderboard``: a column per figure set in ``[leaderboard]`` that the run measured."""
+        return [
+            {"name": name, "value": round(figures[metric], 3), "order": LEADERBOARD_METRICS[metric]}
+            for metric, name in self.leaderboard.items()
+            if figures.get(metric) is not None
+        ]
 
     def time_limits(self, fallback: float) -> tuple[float, dict[str, float]]:
         """Seconds one call may run: the default, and each exercise's that points.toml lists."""
@@ -474,6 +494,16 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise SchemeError(f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(allowed))}")
+
+
+def _leaderboard(table: Any, where: str) -> dict[str, str]:
+    if not isinstance(table, Mapping):
+        raise SchemeError(f'{where}: must be a table of figure = "column name", got {table!r}')
+    _check_keys(table, set(LEADERBOARD_METRICS), where)
+    for metric, name in table.items():
+        if not isinstance(name, str) or not name.strip():
+            raise SchemeError(f"{where} {metric}: the value is the leaderboard column's name, got {name!r}")
+    return dict(table)
 
 
 def _test_rule(value: Any, where: str) -> TestRule:

@@ -240,7 +240,7 @@ def _speed_line(terminalreporter: Any, config: pytest.Config) -> str | None:
 
     # The student's code runs once more: in a worker, like every other call of it.
     with Sandbox(timeout=60) as box:
-        return speed.speed_line(_run(config).implementation, box)
+        return speed.speed_line(_run(config).implementation, box, figures=_run(config).figures)
 
 
 @pytest.hookimpl(trylast=True)
@@ -257,6 +257,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if line:
         terminalreporter.write_sep("=", "gradcheck-kit: speed")
         terminalreporter.write_line(line)
+    if _run(config).figures and _run(config).scheme.leaderboard:
+        _run(config).rewrite()  # written at the session's end, before the speed was timed
     integrity = _run(config).integrity
     if integrity.findings:
         terminalreporter.write_sep("=", "gradcheck-kit: integrity")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_kit.bench import timed_passes
-from gradcheck_kit.bench.ratio import FASTER, SLOWER, TOLERANCE, TOO_CLOSE, RatioEstimate
+from gradcheck_kit.bench.ratio import FASTER, SLOWER, TOLERANCE, TOO_CLOSE, TOO_NOISY, RatioEstimate
 from gradcheck_kit.bench.units import format_seconds
 
 if TYPE_CHECKING:
@@ -37,7 +37,12 @@ FILES = ("ex1_chunked_backward.py", "ex2_cross_entropy.py", "ex3_batchnorm.py", 
 
 
 def speed_line(
-    impl_dir: Path, sandbox: Sandbox, device: str = "cpu", *, seconds: float = SPEED_LINE_SECONDS
+    impl_dir: Path,
+    sandbox: Sandbox,
+    device: str = "cpu",
+    *,
+    seconds: float = SPEED_LINE_SECONDS,
+    figures: dict[str, float] | None = None,
 ) -> str | None:
     """Time the whole MLP backward of ``impl_dir``, fused (exercises 2-4) against chunked (exercise 1).
 
@@ -49,6 +54,7 @@ def speed_line(
         sandbox: runs the student's code.
         device: where to time them.
         seconds: the most time the rounds may take beyond the first few.
+        figures: gets ``speedup``, the median ratio, where the timing was steady enough to state one.
 
     Returns:
         ``"your fused backward (exercises 2-4): 6.2x faster than your chunked one (exercise 1)
@@ -87,6 +93,8 @@ def speed_line(
         return None
     times = value["seconds"]
     estimate = RatioEstimate.of(times["chunked"], times["fused"])
+    if figures is not None and estimate.verdict != TOO_NOISY:
+        figures["speedup"] = estimate.median
     return describe(
         estimate,
         chunked=statistics.median(times["chunked"]),
