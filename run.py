@@ -73,7 +73,9 @@ def ensure_environment() -> Path:
         print(f"run.py: installing {TORCH} (once)", flush=True)
         run(*pip, TORCH, *torch_index_args())
     print("run.py: installing gradcheck-kit and its test tools", flush=True)
-    run(*pip, "-e", f"{ROOT}[test]")
+    # The CPU index again: should the torch in .venv be older than gradcheck-kit takes, pip
+    # upgrades it, and must not fetch PyPI's CUDA build.
+    run(*pip, "-e", f"{ROOT}[test]", *torch_index_args())
     STAMP.write_text(key)
     return python
 
