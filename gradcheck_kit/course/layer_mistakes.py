@@ -29,6 +29,7 @@ __all__ = [
     "batchnorm_dx_versions",
     "batchnorm_out",
     "calibrated_variance",
+    "eval_with_changed_statistics",
     "explains",
     "left_in_training",
     "running_statistic",
@@ -147,6 +148,38 @@ def batchnorm_out(
             "out equals the training-mode output of this batch; in eval mode it uses running_mean and running_var",
         )
     return _first(actual, right, [(gamma * xhat + beta, found)])
+
+
+def eval_with_changed_statistics(
+    name: str,
+    actual: object,
+    right: torch.Tensor,
+    *,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    dout: torch.Tensor,
+    running_mean: object,
+    running_var: object,
+    eps: float,
+) -> Diagnosis | None:
+    """An eval-mode ``out``, ``dx`` or ``dgamma`` computed with the running statistics the layer changed.
+
+    ``running_mean`` and ``running_var`` are the student's buffers after the forward pass.
+    """
+    stats = (running_mean, running_var)
+    if not all(isinstance(t, torch.Tensor) and t.shape == gamma.shape and t.is_floating_point() for t in stats):
+        return None
+    mean, var = (t.detach().to(gamma.device, gamma.dtype) for t in stats)  # type: ignore[union-attr]
+    xhat, var_inv = _normalised(x, mean, var, eps)
+    yours = {"out": gamma * xhat + beta, "x": gamma * dout * var_inv, "gamma": (dout * xhat).sum(0)}
+    if name not in yours:
+        return None
+    label = "out" if name == "out" else f"d{name}"
+    return _first(actual, right, [(yours[name], Diagnosis(
+        "the running statistics changed in eval mode before the batch was normalised",
+        f"{label} is what your updated running_mean and running_var give; in eval mode they stay as they are",
+    ))])  # fmt: skip
 
 
 def _fraction(f: float) -> str:

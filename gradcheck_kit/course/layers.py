@@ -282,8 +282,16 @@ def _batchnorm(training: bool, hint: str, n: int = 32, dim: int = 64, seed: int 
     dout = torch.randn(n, dim, generator=g)
     ref, seconds = _timed(lambda: _batchnorm_reference(x, state, dout))
 
-    def detect(name: str, actual: object, expected: torch.Tensor) -> Diagnosis | None:
+    def detect(value: Mapping[str, Any], name: str, actual: object, expected: torch.Tensor) -> Diagnosis | None:
         gamma, beta = state["gamma"], state["beta"]
+        buffers = value.get("buffers") or {}
+        if not training:
+            # Values computed with running statistics the forward pass changed name that change.
+            yours = {attr: buffers.get(attr) for attr in ("running_mean", "running_var")}
+            inputs = {"x": x, "gamma": gamma, "beta": beta, "dout": dout, "eps": EPS}
+            diagnosis = found.eval_with_changed_statistics(name, actual, expected, **inputs, **yours)
+            if diagnosis is not None:
+                return diagnosis
         if name == "out":
             return found.batchnorm_out(actual, expected, x=x, gamma=gamma, beta=beta, training=training, eps=EPS)
         if name == "x":
@@ -299,7 +307,7 @@ def _batchnorm(training: bool, hint: str, n: int = 32, dim: int = 64, seed: int 
         return None
 
     inputs = {"dim": dim, "state": state, "x": x, "dout": dout}
-    grade = lambda value: ref.rows(value, ("gamma", "beta"), n, detect, hint)  # noqa: E731
+    grade = lambda value: ref.rows(value, ("gamma", "beta"), n, functools.partial(detect, value), hint)  # noqa: E731
     return _prepared("batchnorm", ("ex5",), inputs, grade, seconds)
 
 
@@ -439,24 +447,47 @@ def _eval_logits(
     Xb: torch.Tensor,
     wrong: Sequence[str],
 ) -> Diagnosis | None:
-    """Why the eval-mode logits are wrong: batch statistics used in eval mode, or the wrong running statistics."""
+    """Why the eval-mode logits are wrong: batch statistics used or updated in eval mode, or wrong running ones."""
     if found.explains(actual, training_logits, expected):
         return Diagnosis(
             "the eval-mode forward pass normalised with the batch statistics",
             "logits(eval) equal the training-mode logits of the same batch; eval mode uses the running statistics",
         )
-    rebuilt = _from_values(model, dict(model.named_parameters()), buffers) if wrong else None
-    if rebuilt is None:
+    if not isinstance(actual, torch.Tensor):
         return None
-    rebuilt.set_training(False)
-    with torch.no_grad():
-        yours = rebuilt.forward(Xb)
-    if not isinstance(actual, torch.Tensor) or not graded_compare("logits(eval)", actual, yours).approximate:
+    updating = _eval_forward(model, buffers, Xb, update=True)
+    if updating is not None and found.explains(actual, updating, expected):
+        return Diagnosis(
+            "the running statistics changed in eval mode before the batch was normalised",
+            "logits(eval) are those of an eval-mode forward pass in which each batchnorm first moves its running "
+            f"statistics {100 * MOMENTUM:.0f}% of the way to the batch's",
+        )
+    yours = _eval_forward(model, buffers, Xb) if wrong else None
+    if yours is None or not graded_compare("logits(eval)", actual, yours).approximate:
         return None
     return Diagnosis(
         f"the error is in the running statistics: {_listed(wrong)}",
         "logits(eval) are what the eval-mode forward pass gives with your running statistics",
     )
+
+
+@torch.no_grad()
+def _eval_forward(
+    model: MLP, buffers: Mapping[str, object], Xb: torch.Tensor, *, update: bool = False
+) -> torch.Tensor | None:
+    """The eval-mode logits with the given running statistics; with ``update``, each moved toward the batch's first."""
+    rebuilt = _from_values(model, dict(model.named_parameters()), buffers)
+    if rebuilt is None:
+        return None
+    rebuilt.set_training(False)
+    emb = rebuilt.C[Xb]
+    x = emb.view(emb.shape[0], -1)
+    for layer in rebuilt.layers:
+        if update and hasattr(layer, "running_mean"):
+            layer.running_mean = (1 - MOMENTUM) * layer.running_mean + MOMENTUM * x.mean(0)
+            layer.running_var = (1 - MOMENTUM) * layer.running_var + MOMENTUM * x.var(0)
+        x = layer(x)
+    return x
 
 
 def _listed(names: Sequence[str]) -> str:
