@@ -12,7 +12,7 @@ from gradcheck_kit.grading.sizes import hard_coded, literals
 from gradcheck_kit.grading.steps import grade_gradient, grade_steps
 from gradcheck_kit.grading.tolerances import term_scales
 from gradcheck_kit.makemore.model import GRADED, build
-from gradcheck_kit.report import ERROR, NO_DIAGNOSIS, WRONG, Diagnosis, Report, Row
+from gradcheck_kit.report import ERROR, INHERITED, NO_DIAGNOSIS, WRONG, Diagnosis, Report, Row
 from gradcheck_kit.sandbox.loading import load_module
 
 SOURCE = Path("solutions/ex1_chunked_backward.py").read_text(encoding="utf-8")
@@ -184,3 +184,24 @@ def test_exercise_1_raising_is_told_once_and_what_it_computed_is_graded(fwd):
     assert verdicts[9:] == [ERROR] * 17
     assert report.rows[9].note.startswith("IndexError: boom")
     assert all(row.note == "not computed: chunked_backward raised before it (see dW2)" for row in report.rows[10:])
+
+
+def test_a_sum_over_the_wrong_dimension_is_charged_once_and_the_right_steps_below_it_are_inherited(fwd, tmp_path):
+    rows = graded(
+        fwd, tmp_path, "dcounts_sum_inv = (f.counts * dprobs).sum(1, keepdim=True)",
+        "dcounts_sum_inv = (f.counts * dprobs).sum(0, keepdim=True)",
+    )  # fmt: skip
+    assert wrong(rows) == ["counts_sum_inv"]
+    assert rows["counts_sum"].verdict == INHERITED and rows["counts"].verdict == INHERITED
+    assert "dcounts_sum_inv has shape (1, 27), not (32, 1)" in rows["counts_sum"].note
+
+
+def test_a_wrong_step_below_a_misshapen_upstream_is_still_wrong(fwd, tmp_path):
+    rows = graded(
+        fwd, tmp_path, "dcounts_sum_inv = (f.counts * dprobs).sum(1, keepdim=True)",
+        "dcounts_sum_inv = (f.counts * dprobs).sum(0, keepdim=True)",
+    )  # fmt: skip
+    student = load_module(tmp_path / "ex1_chunked_backward.py").chunked_backward(fwd.student_view())
+    student["counts_sum"] = 2 * student["counts_sum"]
+    rows = {r.name: r for r in grade_steps(student, fwd.recording, fwd.loss, fwd.reference_grads, n=32)}
+    assert rows["counts_sum"].verdict == WRONG

@@ -154,6 +154,16 @@ def grade_steps(
     # What the detectors may name: the forward pass's tensors, and the student's other gradients.
     factors = {k: t.detach() for k, t in recording.tensors.items() if k != loss_name}
     others = {k: (student.get(k), ref) for k, ref in reference.items()}
+    # The student's gradients of a shape no reshape mends (a sum over the wrong dimension): replayed
+    # with broadcasting below, so that a right step computed from one is inherited, not charged.
+    misshapen = {
+        k: v.detach().to(device=ref.device, dtype=ref.dtype)
+        for k, ref in reference.items()
+        if isinstance(v := student.get(k), torch.Tensor)
+        and v.is_floating_point()
+        and v.shape != ref.shape
+        and _usable(v, ref) is None
+    }
 
     rows: list[Row] = []
     first_wrong: str | None = None
@@ -169,6 +179,15 @@ def grade_steps(
             "scale": scale(name),
         }
         branches = step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
+        wrong_shapes = [u for u in consumers if u in misshapen]
+        if c.problem in ("mismatch", "shape") and branches and wrong_shapes:
+            replayed = _broadcast_step(name, recording, branches, misshapen)
+            if replayed is not None and _matches(name, actual, replayed, scale(name)):
+                shapes = ", ".join(
+                    f"d{u} has shape {tuple(misshapen[u].shape)}, not {tuple(reference[u].shape)}" for u in wrong_shapes
+                )
+                rows.append(Row(c, INHERITED, f"your step is right; the error is upstream ({shapes})"))
+                continue
         if c.problem in ("mismatch", "nonfinite") and branches:
             step = sum(branches.values())
             assert isinstance(step, torch.Tensor)
@@ -190,6 +209,49 @@ def grade_steps(
             row = replace(row, note=_join("first wrong step", row.note))
         rows.append(row)
     return rows
+
+
+def _broadcast_step(
+    name: str, recording: Recording, branches: Mapping[str, torch.Tensor], misshapen: Mapping[str, torch.Tensor]
+) -> torch.Tensor | None:
+    """The step that produces ``name``'s gradient, as a right step computes it from upstreams of the wrong shape.
+
+    A right step written by hand broadcasts whatever shape its upstream has: through an
+    elementwise use, ``local_derivative * g``; through a sum, ``g`` spread over what was
+    summed. Uses of another kind cannot be replayed on a misshapen upstream: None.
+    """
+    total: torch.Tensor | None = None
+    for use, branch in branches.items():
+        part = branch
+        if use in misshapen:
+            g = misshapen[use]
+            like = recording[use]
+            probe = torch.linspace(1.0, 2.0, like.numel(), dtype=like.dtype, device=like.device).reshape(like.shape)
+            derivative = recording.local_vjp(use, torch.ones_like(like)).get(name)
+            probed = recording.local_vjp(use, probe).get(name)
+            if derivative is None or probed is None:
+                return None
+            try:
+                if derivative.shape == like.shape and torch.allclose(probed, derivative * probe):
+                    part = derivative * g  # elementwise: the local derivative times the upstream, broadcast
+                elif torch.allclose(probed, torch.broadcast_to(probe, probed.shape)):
+                    part = torch.broadcast_to(g, probed.shape)  # a sum: the upstream spread back
+                else:
+                    return None
+                total = part if total is None else total + part
+            except RuntimeError:  # shapes that do not broadcast: no right step computes anything from them
+                return None
+        else:
+            total = part if total is None else total + part
+    return total
+
+
+def _matches(name: str, actual: object, replayed: torch.Tensor, scale: float) -> bool:
+    """Whether ``actual`` has the replayed step's shape and values, to the grading tolerance."""
+    if not isinstance(actual, torch.Tensor) or actual.shape != replayed.shape or not actual.is_floating_point():
+        return False
+    actual = actual.detach().to(device=replayed.device, dtype=replayed.dtype)
+    return graded_compare(name, actual, replayed, scale).approximate
 
 
 def _unchecked(
