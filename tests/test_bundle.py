@@ -145,3 +145,13 @@ def test_run_autograder_grades_the_submission_into_a_valid_results_json(tmp_path
     assert validate(results) == []
     assert results["score"] == 0 and results["extra_data"]["complete"] is True
     assert results["extra_data"]["total"] == 100
+
+
+def test_a_points_file_that_cannot_be_applied_stops_the_bundle(tmp_path, wheel, capsys):
+    course = tmp_path / "course"
+    course.mkdir()
+    for name in ("conftest.py", "test_ex2_cross_entropy.py"):
+        (course / name).write_bytes((ROOT / "exercises" / name).read_bytes())
+    (course / "points.toml").write_text("[ex2]\npoints = -3\n")
+    assert main(["gradescope-bundle", str(tmp_path / "a.zip"), "--wheel", str(wheel), "--exercises", str(course)]) == 2
+    assert "[ex2]: points must be a number of at least 0, got -3" in capsys.readouterr().err

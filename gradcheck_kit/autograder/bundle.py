@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradcheck_kit.autograder.command import find_exercises
+from gradcheck_kit.autograder.points import Scheme, SchemeError
 
 __all__ = ["BundleError", "Settings", "add_arguments", "build_bundle", "run", "run_autograder", "setup_script"]
 
@@ -120,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
                 "set in the assignment's settings"
             )
         exercises = find_exercises(args.exercises)
+        # A mistake in points.toml is found here rather than by the first student's submission;
+        # what it warns of (a hidden test worth points) is printed.
+        Scheme.load(exercises / "points.toml")
         out = Path(args.out).expanduser()
         if out.suffix != ".zip":
             raise BundleError(f"{args.out}: Gradescope takes the autograder as a .zip file; name it OUT.zip")
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 raise BundleError(f"--wheel {args.wheel}: not a gradcheck-kit wheel (gradcheck_kit-*.whl)")
             settings = Settings(wheel.name, torch, args.limit)
             names = build_bundle(out, exercises, wheel, settings)
-    except (BundleError, FileNotFoundError) as exc:
+    except (BundleError, FileNotFoundError, SchemeError) as exc:
         print(f"gradcheck-kit gradescope-bundle: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({len(names)} files):")
