@@ -43,7 +43,7 @@ from gradcheck_kit.bench.report import (
 from gradcheck_kit.bench.runner import Environment, Result, Run, check_variant, run_benchmark
 from gradcheck_kit.bench.sizes import MEMORY_BOUND, NOTEBOOK, OP_NAMES, plan, sweep_tag
 from gradcheck_kit.bench.speed import speed_line
-from gradcheck_kit.bench.timing import Budget, CopyBandwidth, Timing, measure_in_turn, rotation
+from gradcheck_kit.bench.timing import Budget, CopyBandwidth, Timing, rotation
 
 pytestmark = pytest.mark.e2e  # the slowest run the bench end to end and measure a copy of GiBs
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,17 +136,6 @@ def test_rotation_covers_twice_the_cache_within_its_limit():
     assert rotation(working_set=1 << 20, cache=32 << 20, limit=8) == 8
     assert rotation(working_set=16 << 20, cache=32 << 20, limit=8) == 4
     assert rotation(working_set=1 << 30, cache=32 << 20, limit=8) == 1
-
-
-def test_calls_timed_in_turn_alternate_block_by_block_and_leave_the_thread_count_as_it_was():
-    order = []
-    before = torch.get_num_threads()
-    calls = {"a": lambda: order.append(("a", torch.get_num_threads())), "b": lambda: order.append(("b", 0))}
-    timings = measure_in_turn(calls, seconds=0.0, threads=1, block=1e-12, min_blocks=4)
-    assert torch.get_num_threads() == before
-    assert order[4:] == [("a", 1), ("b", 0)] * 4  # after two calls each to size the blocks
-    assert {name: len(t.times) for name, t in timings.items()} == {"a": 4, "b": 4}
-    assert all(t.calls_per_block == 1 and t.median > 0 for t in timings.values())
 
 
 def test_a_ratio_reads_as_faster_or_slower():

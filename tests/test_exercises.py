@@ -80,7 +80,9 @@ def test_the_reference_solutions_earn_every_point_and_the_speed_line(solutions):
     assert sum(t["max_score"] for t in tests) == solutions.results["extra_data"]["total"] == 100
     assert solutions.results["score"] == 100 and solutions.results["extra_data"]["complete"] is True
     assert solutions.run.returncode == 0
-    assert re.search(r"your fused backward \(exercises 2-4\): [\d.]+x faster than your chunked one", solutions.stdout)
+    # The ratio, or an honest "too noisy" when the machine's load leaves it unknown; never slower.
+    line = re.search(r"your fused backward \(exercises 2-4\): (.*)", solutions.stdout)
+    assert line and re.match(r"[\d.]+x faster than your chunked one|timing too noisy on this machine", line[1])
 
 
 @pytest.mark.e2e

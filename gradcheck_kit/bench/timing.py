@@ -13,8 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,6 @@ __all__ = [
     "cache_bytes",
     "copy_bandwidth",
     "measure",
-    "measure_in_turn",
     "rotation",
 ]
 
@@ -91,62 +89,6 @@ def measure(calls: Sequence[Callable[[], object]], *, threads: int, budget: Budg
         threshold=budget.threshold, min_run_time=budget.min_run_time, max_run_time=budget.max_run_time
     )
     return Timing(median=m.median, iqr=m.iqr, times=tuple(m.times), calls_per_block=m.number_per_run)
-
-
-def measure_in_turn(
-    calls: Mapping[str, Callable[[], object]],
-    *,
-    seconds: float,
-    threads: int,
-    block: float = 0.005,
-    min_blocks: int = 3,
-    synchronize: Callable[[], object] | None = None,
-) -> dict[str, Timing]:
-    """Time each call in blocks of about ``block`` seconds, the calls taking turns (A B A B ...).
-
-    For a ratio between calls measured in a fraction of a second: a burst of load from
-    elsewhere on the machine slows a block of each call, not the whole measurement of
-    one, and the medians drop such blocks. Unlike :func:`measure`, it imports nothing
-    (``torch.utils.benchmark`` takes a tenth of a second to import) and rotates no inputs.
-
-    Args:
-        calls: zero-argument callables by name.
-        seconds: how long to go on taking turns, once every call has ``min_blocks`` blocks.
-        threads: the torch thread count to time with; the previous one is restored.
-        block: seconds per block; each block repeats its call as often as that takes.
-        min_blocks: blocks of each call at least, however slow it is.
-        synchronize: waits for the device, e.g. ``torch.cuda.synchronize``; None on the CPU.
-
-    Returns:
-        A :class:`Timing` per name: seconds per call over its blocks.
-    """
-    if not calls:
-        return {}
-    sync = synchronize or (lambda: None)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        repeats = {}
-        for name, call in calls.items():
-            call()  # the first call pays for lazy initialisation
-            sync()
-            started = time.perf_counter()
-            call()
-            sync()
-            repeats[name] = max(1, round(block / max(time.perf_counter() - started, 1e-9)))
-        per_call: dict[str, list[float]] = {name: [] for name in calls}
-        deadline = time.perf_counter() + seconds
-        while len(per_call[next(iter(calls))]) < min_blocks or time.perf_counter() < deadline:
-            for name, call in calls.items():
-                sync()
-                started = time.perf_counter()
-                for _ in range(repeats[name]):
-                    call()
-                sync()
-                per_call[name].append((time.perf_counter() - started) / repeats[name])
-    finally:
-        torch.set_num_threads(previous)
-    return {name: _timing(times, repeats[name]) for name, times in per_call.items()}
 
 
 def _timing(times: Sequence[float], calls_per_block: int) -> Timing:
