@@ -103,7 +103,10 @@ RUNS = (
         (EX1, EX2, EX3 + NOTEBOOK, EX4 + NOTEBOOK),
         ("--gradcheck-timeout", "3"),
     ),
-    Run(("ex1_dnorm_logits_divides_by_zero", "ex2_hard_codes_a_32_by_27_buffer"), (EX1, EX2)),
+    Run(
+        ("ex1_dnorm_logits_divides_by_zero", "ex2_hard_codes_a_32_by_27_buffer", "ex4_loop_misses_the_last_example"),
+        (EX1, EX2, EX4 + NOTEBOOK),
+    ),
     Run(("ex1_aliased_bndiff_and_extra_keepdim",), (EX1,)),
     Run(("ex1_raises_after_a_factor_of_bnvar_inv",), (EX1,)),
     Run(("ex1_half_written",), ("test_ex1_chunked_backward.py",)),
@@ -357,6 +360,15 @@ def test_plus_equals_on_all_indices_is_told_why_it_keeps_one_row(graded):
     assert run.failing("ex4") == {"test_notebook_shapes[cpu]": "failed"}
     run.failure("ex4", "test_notebook_shapes[cpu]").fnmatch_lines(
         ["*dC: WRONG: rows of C that appear more than once*dC[[]Xb] += demb*write each repeated row once*"]
+def test_a_loop_that_misses_the_last_example_names_the_rows_it_left_wrong(graded):
+    run = graded("ex4_loop_misses_the_last_example")
+    assert run.failing("ex4") == {"test_notebook_shapes[cpu]": "failed"}
+    # The notebook's last example reads rows 26, 18 and 22 of C.
+    run.failure("ex4", "test_notebook_shapes[cpu]").fnmatch_lines(
+        ["*dC: WRONG: only rows 18, 22, 26 of 27 are wrong; the rest is right*"]
+    )
+
+
     )
 
 

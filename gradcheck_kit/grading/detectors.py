@@ -163,7 +163,8 @@ def zeros(actual: torch.Tensor, expected: torch.Tensor) -> Diagnosis | None:
         )
     if bool((_off(actual, expected) & ~missing).any()):
         return None
-    where = _lines(missing)
+    lines = _lines(missing)
+    where = f" (only {lines[0]})" if lines else ""
     return Diagnosis(
         f"{int(missing.sum())} elements are 0 where the gradient is not{where}, and every other element is right: "
         "those were never written",
@@ -316,29 +317,35 @@ def wrong_lines(actual: torch.Tensor, expected: torch.Tensor) -> Diagnosis | Non
     bad = _off(actual, expected)
     if not bool(bad.any()):
         return None
-    where = _lines(bad)
-    if not where:
+    lines = _lines(bad)
+    if lines is None:
         return None
+    where, count = lines
     return Diagnosis(
-        f"only some entries are wrong{where}; everything else is right",
+        f"only {where} {'is' if count == 1 else 'are'} wrong; the rest is right",
         "every other element matches the right gradient",
     )
 
 
-def _lines(mask: torch.Tensor) -> str:
-    """`` (rows 3, 7)`` or `` (column 0)``: where ``mask`` is true, when that is some rows or some columns only."""
+def _lines(mask: torch.Tensor) -> tuple[str, int] | None:
+    """``("rows 3, 7 of 32", 2)``: where ``mask`` is true, and in how many lines, when in some rows or columns only."""
     if mask.dim() == 1:
         idx = mask.nonzero().flatten().tolist()
-        return f" (elements {_names(idx)} of {mask.numel()})" if len(idx) < mask.numel() else ""
+        if len(idx) == mask.numel():
+            return None
+        return f"element{'s' if len(idx) > 1 else ''} {_names(idx)} of {mask.numel()}", len(idx)
     rows = mask.flatten(1).any(1).nonzero().flatten().tolist()
     columns = mask.any(0).nonzero().flatten().tolist() if mask.dim() == 2 else []
     options = []
     if len(rows) < mask.shape[0]:
-        options.append((len(rows), f" (only row{'s' if len(rows) > 1 else ''} {_names(rows)} of {mask.shape[0]})"))
+        options.append((len(rows), f"row{'s' if len(rows) > 1 else ''} {_names(rows)} of {mask.shape[0]}"))
     if mask.dim() == 2 and len(columns) < mask.shape[1]:
         plural = "s" if len(columns) > 1 else ""
-        options.append((len(columns), f" (only column{plural} {_names(columns)} of {mask.shape[1]})"))
-    return min(options)[1] if options else ""
+        options.append((len(columns), f"column{plural} {_names(columns)} of {mask.shape[1]}"))
+    if not options:
+        return None
+    count, text = min(options)
+    return text, count
 
 
 def _off(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
