@@ -159,6 +159,11 @@ def line_of(case: str, file: str, text: str) -> int:
     return next(number for number, line in enumerate(lines, 1) if text in line)
 
 
+def shows(run: Any, exercise: str, test: str, *lines: str) -> None:
+    """``test``'s failure shows ``lines`` in order: fnmatch patterns in which ``[`` is itself, as layer names print."""
+    run.failure(exercise, test).fnmatch_lines([line.replace("[", "[[]") for line in lines])
+
+
 # ----------------------------------------------------------------------------
 # The catalogue itself.
 
@@ -610,14 +615,13 @@ def test_autograd_in_the_tanh_forward_pass_is_refused_at_the_students_line(grade
 def test_a_train_step_that_never_updates_C_fails_the_training_steps_at_C(graded):
     run = graded("ex6_never_updates_C")
     assert run.failing("ex6") == {"test_training[training_steps]": "failed"}
-    run.failure("ex6", "test_training[training_steps]").fnmatch_lines(
-        [
-            "  C: WRONG: C did not change in 5 steps (after them it is the same tensor, with the values it was "
-            "given; C -= lr * dC changes the tensor in place, C = C - lr * dC makes a new one*",
-            "  layers[16].gamma: WRONG: the error is that C did not change (layers[16].gamma is what 5 steps give "
-            "when C stays as given)",
-        ]
-    )
+    shows(
+        run, "ex6", "test_training[training_steps]",
+        "  C: WRONG: C did not change in 5 steps (after them it is the same tensor, with the values it was given; "
+        "C -= lr * dC changes the tensor in place, C = C - lr * dC makes a new one*",
+        "  layers[16].gamma: WRONG: the error is that C did not change (layers[16].gamma is what 5 steps give when "
+        "C stays as given)",
+    )  # fmt: skip
 
 
 def test_a_file_that_patches_the_grading_code_gains_nothing(graded):
@@ -679,124 +683,113 @@ def test_the_solutions_earn_full_marks_for_exercises_5_and_6_in_a_random_order(g
 def test_a_batchnorm_backward_with_the_biased_variance_is_named_in_the_layer_and_in_the_deep_mlp(graded):
     run = graded("ex5_batchnorm_backward_biased_variance")
     assert run.failing("ex5") == {"test_layers[batchnorm_training]": "failed", "test_layers[deep_mlp]": "failed"}
-    run.failure("ex5", "test_layers[batchnorm_training]").fnmatch_lines(
-        [
-            "  dx: WRONG: the backward pass used the biased variance, divided by n instead of n-1 (dx matches the "
-            "batchnorm backward whose variance term lacks the factor n/(n-1) = 32/31, while the forward pass "
-            "divides by n-1)"
-        ]
-    )
-    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
-        ["  dlayers[15].out: WRONG: first wrong step — the backward pass used the biased variance, divided by n*"]
-    )
+    shows(
+        run, "ex5", "test_layers[batchnorm_training]",
+        "  dx: WRONG: the backward pass used the biased variance, divided by n instead of n-1 (dx matches the "
+        "batchnorm backward whose variance term lacks the factor n/(n-1) = 32/31, while the forward pass divides "
+        "by n-1)",
+    )  # fmt: skip
+    shows(
+        run, "ex5", "test_layers[deep_mlp]",
+        "  dlayers[15].out: WRONG: first wrong step — the backward pass used the biased variance, divided by n*",
+    )  # fmt: skip
 
 
 def test_a_running_variance_updated_with_the_biased_variance_is_named_and_the_eval_logits_blame_it(graded):
     run = graded("ex5_running_var_biased")
     assert run.failing("ex5") == {"test_layers[batchnorm_training]": "failed", "test_layers[deep_mlp]": "failed"}
-    run.failure("ex5", "test_layers[batchnorm_training]").fnmatch_lines(
-        [
-            "  running_var: WRONG: running_var is updated with the biased batch variance, divided by n instead of "
-            "n-1 (it equals (1 - momentum) * running_var + momentum * x.var(0, unbiased=False))"
-        ]
-    )
-    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
-        [
-            "  layers[1].running_var: WRONG: layers[1].running_var is updated with the biased batch variance*",
-            "  logits(eval): WRONG: the error is in the running statistics: layers[1].running_var and 5 more*",
-        ]
-    )
+    shows(
+        run, "ex5", "test_layers[batchnorm_training]",
+        "  running_var: WRONG: running_var is updated with the biased batch variance, divided by n instead of n-1 "
+        "(it equals (1 - momentum) * running_var + momentum * x.var(0, unbiased=False))",
+    )  # fmt: skip
+    shows(
+        run, "ex5", "test_layers[deep_mlp]",
+        "  layers[1].running_var: WRONG: layers[1].running_var is updated with the biased batch variance*",
+        "  logits(eval): WRONG: the error is in the running statistics: layers[1].running_var and 5 more*",
+    )  # fmt: skip
 
 
 def test_swapped_momentum_is_named_by_how_far_the_running_statistics_moved(graded):
     run = graded("ex5_swapped_momentum")
     assert run.failing("ex5") == {"test_layers[batchnorm_training]": "failed", "test_layers[deep_mlp]": "failed"}
-    run.failure("ex5", "test_layers[batchnorm_training]").fnmatch_lines(
-        [
-            "  running_mean: WRONG: momentum swapped (running_mean moved 90% of the way to the batch mean instead "
-            "of 10%: the update is (1 - momentum) * running + momentum * batch)",
-            "  running_var: WRONG: momentum swapped (running_var moved 90% of the way to the batch variance*",
-        ]
-    )
+    shows(
+        run, "ex5", "test_layers[batchnorm_training]",
+        "  running_mean: WRONG: momentum swapped (running_mean moved 90% of the way to the batch mean instead of "
+        "10%: the update is (1 - momentum) * running + momentum * batch)",
+        "  running_var: WRONG: momentum swapped (running_var moved 90% of the way to the batch variance*",
+    )  # fmt: skip
 
 
 def test_running_statistics_updated_in_eval_mode_are_named_and_the_values_they_change_blame_them(graded):
     run = graded("ex5_running_stats_updated_in_eval")
     assert run.failing("ex5") == {"test_layers[batchnorm_eval]": "failed", "test_layers[deep_mlp]": "failed"}
-    run.failure("ex5", "test_layers[batchnorm_eval]").fnmatch_lines(
-        [
-            "  out: WRONG: the running statistics changed in eval mode before the batch was normalised (out is what "
-            "your updated running_mean and running_var give; in eval mode they stay as they are)",
-            "  running_mean: WRONG: the running statistics changed in eval mode (running_mean moved 10% of the way "
-            "to the batch mean; in eval mode they stay as they are)",
-        ]
-    )
-    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
-        ["  logits(eval): WRONG: the running statistics changed in eval mode before the batch was normalised*"]
-    )
+    shows(
+        run, "ex5", "test_layers[batchnorm_eval]",
+        "  out: WRONG: the running statistics changed in eval mode before the batch was normalised (out is what "
+        "your updated running_mean and running_var give; in eval mode they stay as they are)",
+        "  running_mean: WRONG: the running statistics changed in eval mode (running_mean moved 10% of the way to "
+        "the batch mean; in eval mode they stay as they are)",
+    )  # fmt: skip
+    shows(
+        run, "ex5", "test_layers[deep_mlp]",
+        "  logits(eval): WRONG: the running statistics changed in eval mode before the batch was normalised*",
+    )  # fmt: skip
 
 
 def test_an_eval_mode_backward_through_the_batch_statistics_is_named(graded):
     run = graded("ex5_eval_backward_batch_formula")
     assert run.failing("ex5") == {"test_layers[batchnorm_eval]": "failed"}
-    run.failure("ex5", "test_layers[batchnorm_eval]").fnmatch_lines(
-        [
-            "  dx: WRONG: the eval-mode backward used the training-mode formula, with the paths through the batch "
-            "statistics (dx matches that formula applied to the running statistics; in eval mode they are "
-            "constants, so dx = gamma * dout / sqrt(running_var + eps))"
-        ]
-    )
+    shows(
+        run, "ex5", "test_layers[batchnorm_eval]",
+        "  dx: WRONG: the eval-mode backward used the training-mode formula, with the paths through the batch "
+        "statistics (dx matches that formula applied to the running statistics; in eval mode they are constants, "
+        "so dx = gamma * dout / sqrt(running_var + eps))",
+    )  # fmt: skip
 
 
 def test_a_tanh_derivative_taken_from_the_input_is_named_in_the_layer_and_in_the_deep_mlp(graded):
     run = graded("ex5_tanh_derivative_from_input")
     assert run.failing("ex5") == {"test_layers[tanh]": "failed", "test_layers[deep_mlp]": "failed"}
-    run.failure("ex5", "test_layers[tanh]").fnmatch_lines(
-        [
-            "  dx: WRONG: Tanh.backward used the input (dx equals dout * (1 - x**2); the derivative is "
-            "1 - tanh(x)**2, so dout * (1 - out**2) is expected)"
-        ]
-    )
-    run.failure("ex5", "test_layers[deep_mlp]").fnmatch_lines(
-        ["  dlayers[13].out: WRONG: first wrong step — Tanh.backward used the input*"]
-    )
+    shows(
+        run, "ex5", "test_layers[tanh]",
+        "  dx: WRONG: Tanh.backward used the input (dx equals dout * (1 - x**2); the derivative is 1 - tanh(x)**2, "
+        "so dout * (1 - out**2) is expected)",
+    )  # fmt: skip
+    shows(run, "ex5", "test_layers[deep_mlp]", "  dlayers[13].out: WRONG: first wrong step — Tanh.backward used*")
 
 
 def test_a_weight_gradient_accumulated_across_calls_fails_the_linear_checks_and_says_it_doubled(graded):
     run = graded("ex5_weight_gradient_accumulated")
     # One backward call per layer in the deep MLP: right there; a second call shows the +=.
     assert run.failing("ex5") == {"test_layers[linear]": "failed", "test_layers[linear_without_bias]": "failed"}
-    run.failure("ex5", "test_layers[linear]").fnmatch_lines(
-        [
-            "  dweight: WRONG: dweight is accumulated (+=) and never reset (it doubled on a second backward call "
-            "with the same input; each call must set it afresh)"
-        ]
-    )
+    shows(
+        run, "ex5", "test_layers[linear]",
+        "  dweight: WRONG: dweight is accumulated (+=) and never reset (it doubled on a second backward call with "
+        "the same input; each call must set it afresh)",
+    )  # fmt: skip
 
 
 def test_a_train_step_that_rebinds_each_parameter_is_told_the_layers_never_changed_and_C_is_not_blamed(graded):
     run = graded("ex6_update_rebinds_parameters")
     assert run.failing("ex6") == {"test_training[training_steps]": "failed"}
-    run.failure("ex6", "test_training[training_steps]").fnmatch_lines(
-        [
-            "  C: WRONG: the error is that layers[0].weight and 17 more did not change (C is what 5 steps give when "
-            "layers[0].weight and 17 more stay as given)",
-            "  layers[0].weight: WRONG: layers[0].weight did not change in 5 steps (after them it is the same tensor, "
-            "with the values it was given; p -= lr * grad changes the tensor in place, p = p - lr * grad makes a new "
-            "one and rebinds only the name p)",
-        ]
-    )
+    shows(
+        run, "ex6", "test_training[training_steps]",
+        "  C: WRONG: the error is that layers[0].weight and 17 more did not change (C is what 5 steps give when "
+        "layers[0].weight and 17 more stay as given)",
+        "  layers[0].weight: WRONG: layers[0].weight did not change in 5 steps (after them it is the same tensor, "
+        "with the values it was given; p -= lr * grad changes the tensor in place, p = p - lr * grad makes a new "
+        "one and rebinds only the name p)",
+    )  # fmt: skip
 
 
 def test_a_calibration_with_the_biased_variance_blames_it_not_the_running_mean_that_follows(graded):
     run = graded("ex6_calibrate_biased_variance")
     assert run.failing("ex6") == {"test_training[calibration]": "failed"}
-    failure = run.failure("ex6", "test_training[calibration]")
-    failure.fnmatch_lines(
-        [
-            "  layers[4].running_mean: WRONG: not this layer's mistake: layers[1].running_var is the biased "
-            "variance, divided by N instead of N-1 (it equals the expected one times (N-1)/N, N = *; "
-            "layers[4].running_mean is the mean of the input your earlier statistics give it)"
-        ]
-    )
-    failure.no_fnmatch_line("  layers[1].running_var: WRONG*")
+    shows(
+        run, "ex6", "test_training[calibration]",
+        "  layers[4].running_mean: WRONG: not this layer's mistake: layers[1].running_var is the biased variance, "
+        "divided by N instead of N-1 (it equals the expected one times (N-1)/N, N = *; layers[4].running_mean is "
+        "the mean of the input your earlier statistics give it)",
+    )  # fmt: skip
+    run.failure("ex6", "test_training[calibration]").no_fnmatch_line("  layers[[]1].running_var: WRONG*")
