@@ -48,10 +48,10 @@ COURSE_FILES = ("conftest.py", "test_*.py", "hints.toml", "points.toml")
 #: The files of gradcheck-kit's source a wheel is built from.
 SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE")
 #: Gradescope settings under which the reference solutions pass with margin. Measured with
-#: ``gradcheck-kit grade solutions`` (README, "On Gradescope"): about 600 MiB for the grader,
-#: its fork server and its worker together, and 8 s of CPU time.
+#: ``gradcheck-kit grade solutions`` (README, "On Gradescope"): at most about 610 MiB (PSS) for
+#: the grader, its fork server and its worker together, and 7-15 s of CPU time.
 RECOMMENDED_MEMORY = "2 GB"
-RECOMMENDED_CPUS = "1 CPU (grading the solutions takes about 8 s of CPU time, so 0.5, the default, fits too)"
+RECOMMENDED_CPUS = "1 CPU (grading the solutions takes 7-15 s of CPU time, so 0.5, the default, fits too)"
 RECOMMENDED_IMAGE = "Ubuntu 22.04 or newer (Python 3.10 or newer)"
 
 # A fixed time for every entry, so that the same inputs make the same zip.
