@@ -175,7 +175,7 @@ def zeros(actual: torch.Tensor, expected: torch.Tensor) -> Diagnosis | None:
 def aliased(
     actual: torch.Tensor, expected: torch.Tensor, others: Mapping[str, tuple[object, torch.Tensor]], name: str
 ) -> Diagnosis | None:
-    """The same tensor as another gradient: one was changed in place after the other was set to it, without a clone."""
+    """The same values as another gradient whose right values differ: one tensor under two names, or a mix-up."""
     for other, (value, right) in others.items():
         if other == name or not isinstance(value, torch.Tensor) or value.shape != actual.shape:
             continue
@@ -183,8 +183,9 @@ def aliased(
         if torch.equal(value, actual) and not close(right, expected):
             this = f"d{name}" if name else "this gradient"
             return Diagnosis(
-                f"{this} holds exactly the values of d{other}: the two are the same tensor, and an in-place update "
-                f"of one (+=) changed the other; take a .clone() before updating in place (d{other} = {this}.clone())",
+                f"{this} holds exactly the values of d{other}: the two are the same tensor (one was set to the other "
+                f"without a .clone(), say d{other} = {this}, and an in-place update such as += changed both), or the "
+                "wrong variable is returned",
                 f"{this} and d{other} are equal element for element, while their right values differ",
             )
     return None
