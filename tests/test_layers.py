@@ -19,7 +19,8 @@ import torch
 from gradcheck_kit.course import layer_mistakes as found
 from gradcheck_kit.course.catalogue import Hints
 from gradcheck_kit.course.grader import Grader, Result
-from gradcheck_kit.course.layers import LAYER_CHECKS, graded
+from gradcheck_kit.course.layer_values import graded
+from gradcheck_kit.course.layers import LAYER_CHECKS
 from gradcheck_kit.report import ERROR, INHERITED, NOT_STARTED, WRONG
 from gradcheck_kit.sandbox.box import Sandbox
 from gradcheck_kit.sandbox.policy import ExerciseSandbox

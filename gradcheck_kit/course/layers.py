@@ -1,6 +1,9 @@
 """Exercises 5 and 6 on the grading side: each check's inputs, its autograd reference, and how its values are graded.
 
-A check is prepared here, in the grading process: the inputs are drawn, the
+The checks of exercise 5 are here, those of exercise 6 in
+:mod:`~gradcheck_kit.course.training_checks`, and what both share (rows, the
+reference model) in :mod:`~gradcheck_kit.course.layer_values`; :func:`prepare`
+prepares any of them. A check is prepared in the grading process: the inputs are drawn, the
 reference is computed with autograd on the library's reference layers (and
 timed, so that the student's time limit can follow it), and the driver of
 :mod:`gradcheck_kit.course.drivers` that the worker is to run is named. What the
@@ -14,39 +17,37 @@ inherited), and values, buffers, flags and metrics by comparison.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from gradcheck_kit.comparison import compare
 from gradcheck_kit.course import layer_mistakes as found
+from gradcheck_kit.course import training_checks
 from gradcheck_kit.course.catalogue import Hints
+from gradcheck_kit.course.layer_values import (
+    EPS,
+    MOMENTUM,
+    from_values,
+    graded,
+    layer_attr,
+    layer_states,
+    listed,
+    prepared,
+    reference_model,
+    timed,
+    value_row,
+)
 from gradcheck_kit.course.prepared import Prepared
 from gradcheck_kit.grading.mistakes import Mistake
-from gradcheck_kit.grading.steps import grade_gradient, grade_steps, row_for_error, term_scales
+from gradcheck_kit.grading.steps import grade_gradient, grade_steps, term_scales
 from gradcheck_kit.grading.tolerances import graded_compare
-from gradcheck_kit.makemore import layers as reference_layers
-from gradcheck_kit.makemore.names import NamesDataset, load_dataset
-from gradcheck_kit.makemore.training import (
-    MLP,
-    autograd_step,
-    autograd_twin,
-    batches,
-    build_mlp,
-    calibrate_batchnorm,
-    perturb,
-    split_loss,
-)
+from gradcheck_kit.makemore.training import MLP, autograd_twin
 from gradcheck_kit.recording.recorder import record
-from gradcheck_kit.report import EXACT, NO_DIAGNOSIS, NOT_STARTED, OK, WRONG, Diagnosis, Report, Row
+from gradcheck_kit.report import WRONG, Diagnosis, Row
 
-__all__ = ["LAYER_CHECKS", "LayerCheck", "explained", "graded", "prepare", "value_row"]
-
-EPS = 1e-5
-MOMENTUM = 0.1
+__all__ = ["LAYER_CHECKS", "LayerCheck", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -80,87 +81,8 @@ LAYER_CHECKS: dict[str, LayerCheck] = {
 }
 
 
-def _prepared(
-    driver: str,
-    files: tuple[str, ...],
-    inputs: Mapping[str, Any],
-    rows: Callable[[Any], list[Row]],
-    seconds: float,
-    note: str = "",
-) -> Prepared:
-    """A check run by ``driver`` of :mod:`gradcheck_kit.course.drivers`, graded into rows by ``rows``."""
-    return Prepared(
-        function=driver,
-        files=files,
-        grade=lambda value: Report("", rows(value if isinstance(value, Mapping) else {})),
-        expected={},
-        reference_seconds=seconds,
-        kwargs=inputs,
-        driver=True,
-        kind="value",
-        note=note,
-    )
-
-
-# ----------------------------------------------------------------------------
-# Rows
-
-
-def value_row(name: str, actual: object, expected: torch.Tensor, kind: str, *, n: int | None = None) -> Row:
-    """A forward output, buffer, flag or metric, graded like a gradient and named as what it is."""
-    row = grade_gradient(name, actual, expected, n=n)
-    note = "no value yet" if row.verdict == NOT_STARTED else row.note
-    return replace(row, kind=kind, note=note)
-
-
-def explained(row: Row, detect: Callable[[], Diagnosis | None] | None = None, hint: str = "") -> Row:
-    """``row`` with the mistake ``detect`` recognises in its values, and the hint to show when none is recognised.
-
-    Only a row whose values are off is looked at: a missing value, a wrong shape,
-    dtype or device, or NaN already says what it is. A detector of this exercise
-    takes the place of the generic one's diagnosis; the verdict is left as it is.
-    """
-    if row.passed or row.comparison.problem != "mismatch":
-        return row
-    diagnosis = (detect() if detect is not None else None) or row.diagnosis
-    remark = "" if row.note == NO_DIAGNOSIS else row.note
-    return replace(row, note=NO_DIAGNOSIS if diagnosis is None else remark, diagnosis=diagnosis, hint=hint)
-
-
-def graded(
-    name: str,
-    actual: object,
-    expected: torch.Tensor,
-    kind: str = "gradient",
-    *,
-    n: int | None = None,
-    scale: float = 0.0,
-    detect: Callable[[], Diagnosis | None] | None = None,
-    hint: str = "",
-) -> Row:
-    """A value graded like a gradient, named as what it is, its mistake named when a detector finds one."""
-    row = grade_gradient(name, actual, expected, n=n, scale=scale)
-    if kind != "gradient":
-        row = replace(row, kind=kind, note="no value yet" if row.verdict == NOT_STARTED else row.note)
-    return explained(row, detect, hint)
-
-
-def _tensor_list(values: Sequence[object]) -> object:
-    """A list of numbers as a tensor, or the list as it is when it holds anything else (graded as a type error)."""
-    numbers = [v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v for v in values]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
-        return torch.tensor(numbers, dtype=torch.float32)
-    return f"<a list of {', '.join(sorted({type(v).__name__ for v in numbers}))}>"
-
-
 # ----------------------------------------------------------------------------
 # Single layers
-
-
-def _timed(compute: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    value = compute()
-    return value, time.perf_counter() - started
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
@@ -244,10 +166,10 @@ def _linear(bias: bool, hint: str, n: int = 32, fan_in: int = 30, fan_out: int =
         state["bias"] = 0.1 * torch.randn(fan_out, generator=g)  # not zero: a dropped bias shows
     x = torch.randn(n, fan_in, generator=g)
     dout = torch.randn(n, fan_out, generator=g)
-    ref, seconds = _timed(lambda: _linear_reference(x, state["weight"], state.get("bias"), dout))
+    ref, seconds = timed(lambda: _linear_reference(x, state["weight"], state.get("bias"), dout))
     params = ("weight", "bias") if bias else ("weight",)
     inputs = {"fan_in": fan_in, "fan_out": fan_out, "state": state, "x": x, "dout": dout}
-    return _prepared("linear", ("ex5",), inputs, lambda value: ref.rows(value, params, n, hint=hint), seconds)
+    return prepared("linear", ("ex5",), inputs, lambda value: ref.rows(value, params, n, hint=hint), seconds)
 
 
 def _batchnorm_reference(x: torch.Tensor, state: Mapping[str, Any], dout: torch.Tensor) -> _Recorded:
@@ -280,7 +202,7 @@ def _batchnorm(training: bool, hint: str, n: int = 32, dim: int = 64, seed: int 
     }
     x = 0.5 + 2.0 * torch.randn(n, dim, generator=g)
     dout = torch.randn(n, dim, generator=g)
-    ref, seconds = _timed(lambda: _batchnorm_reference(x, state, dout))
+    ref, seconds = timed(lambda: _batchnorm_reference(x, state, dout))
 
     def detect(value: Mapping[str, Any], name: str, actual: object, expected: torch.Tensor) -> Diagnosis | None:
         gamma, beta = state["gamma"], state["beta"]
@@ -308,7 +230,7 @@ def _batchnorm(training: bool, hint: str, n: int = 32, dim: int = 64, seed: int 
 
     inputs = {"dim": dim, "state": state, "x": x, "dout": dout}
     grade = lambda value: ref.rows(value, ("gamma", "beta"), n, functools.partial(detect, value), hint)  # noqa: E731
-    return _prepared("batchnorm", ("ex5",), inputs, grade, seconds)
+    return prepared("batchnorm", ("ex5",), inputs, grade, seconds)
 
 
 def _tanh_reference(x: torch.Tensor, dout: torch.Tensor) -> _Recorded:
@@ -323,37 +245,17 @@ def _tanh(hint: str, n: int = 32, dim: int = 64, seed: int = 0) -> Prepared:
     g = torch.Generator().manual_seed(seed)
     x = 2.0 * torch.randn(n, dim, generator=g)  # reaches into saturation
     dout = torch.randn(n, dim, generator=g)
-    ref, seconds = _timed(lambda: _tanh_reference(x, dout))
+    ref, seconds = timed(lambda: _tanh_reference(x, dout))
 
     def detect(name: str, actual: object, expected: torch.Tensor) -> Diagnosis | None:
         return found.tanh_dx(actual, expected, x=x, dout=dout) if name == "x" else None
 
     grade = lambda value: ref.rows(value, (), n, detect, hint)  # noqa: E731
-    return _prepared("tanh", ("ex5",), {"x": x, "dout": dout}, grade, seconds)
+    return prepared("tanh", ("ex5",), {"x": x, "dout": dout}, grade, seconds)
 
 
 # ----------------------------------------------------------------------------
 # The deep MLP
-
-
-def _states(model: MLP) -> tuple[list[str], list[dict[str, Any]]]:
-    """Each layer's class name and the state a driver gives the student's layer of that class."""
-    kinds, states = [], []
-    for layer in model.layers:
-        kinds.append(type(layer).__name__)
-        state: dict[str, Any] = {}
-        for attr in ("weight", "bias", "gamma", "beta", "running_mean", "running_var"):
-            value = getattr(layer, attr, None)
-            if isinstance(value, torch.Tensor):
-                state[attr] = value.detach().clone()
-        if hasattr(layer, "training"):
-            state["training"] = bool(layer.training)
-        states.append(state)
-    return kinds, states
-
-
-def _reference_model(*, vocab_size: int, n_hidden: int, seed: int, **sizes: int) -> MLP:
-    return perturb(build_mlp(reference_layers, vocab_size=vocab_size, n_hidden=n_hidden, seed=seed, **sizes), seed)
 
 
 def _recorded_mlp(twin: MLP, Xb: torch.Tensor, dlogits: torch.Tensor) -> tuple[Any, torch.Tensor]:
@@ -379,8 +281,8 @@ def _mlp(
     hint: str, n: int = 32, n_embd: int = 10, n_hidden: int = 64, block_size: int = 3, vocab_size: int = 27
 ) -> Prepared:
     seed = 0
-    model = _reference_model(vocab_size=vocab_size, n_hidden=n_hidden, seed=seed, n_embd=n_embd, block_size=block_size)
-    kinds, states = _states(model)
+    model = reference_model(vocab_size=vocab_size, n_hidden=n_hidden, seed=seed, n_embd=n_embd, block_size=block_size)
+    kinds, states = layer_states(model)
     g = torch.Generator().manual_seed(seed)
     Xb = torch.randint(0, vocab_size, (n, block_size), generator=g)
     dlogits = torch.randn(n, vocab_size, generator=g)
@@ -403,7 +305,7 @@ def _mlp(
             "eval": logits_eval,
         }  # fmt: skip
 
-    ref, seconds = _timed(compute)
+    ref, seconds = timed(compute)
 
     def grade(value: Mapping[str, Any]) -> list[Row]:
         douts = list(value.get("douts") or [])
@@ -421,7 +323,7 @@ def _mlp(
             rows.append(replace(row, diagnosis=recognised) if recognised is not None else row)
         buffers = value.get("buffers") or {}
         for k, expected in ref["buffers"].items():
-            i, attr = _layer_attr(k)
+            i, attr = layer_attr(k)
             before, x = states[i][attr], ref["inputs"][i - 1]
             detect = functools.partial(
                 found.running_statistic, k, buffers.get(k), expected, before=before, x=x, momentum=MOMENTUM,
@@ -435,7 +337,7 @@ def _mlp(
         return rows
 
     inputs = {"C": model.C.detach().clone(), "kinds": kinds, "states": states, "Xb": Xb, "dlogits": dlogits}
-    return _prepared("mlp", ("ex5",), inputs, grade, seconds)
+    return prepared("mlp", ("ex5",), inputs, grade, seconds)
 
 
 def _eval_logits(
@@ -466,7 +368,7 @@ def _eval_logits(
     if yours is None or not graded_compare("logits(eval)", actual, yours).approximate:
         return None
     return Diagnosis(
-        f"the error is in the running statistics: {_listed(wrong)}",
+        f"the error is in the running statistics: {listed(wrong)}",
         "logits(eval) are what the eval-mode forward pass gives with your running statistics",
     )
 
@@ -476,7 +378,7 @@ def _eval_forward(
     model: MLP, buffers: Mapping[str, object], Xb: torch.Tensor, *, update: bool = False
 ) -> torch.Tensor | None:
     """The eval-mode logits with the given running statistics; with ``update``, each moved toward the batch's first."""
-    rebuilt = _from_values(model, dict(model.named_parameters()), buffers)
+    rebuilt = from_values(model, dict(model.named_parameters()), buffers)
     if rebuilt is None:
         return None
     rebuilt.set_training(False)
@@ -488,17 +390,6 @@ def _eval_forward(
             layer.running_var = (1 - MOMENTUM) * layer.running_var + MOMENTUM * x.var(0)
         x = layer(x)
     return x
-
-
-def _listed(names: Sequence[str]) -> str:
-    """``a`` or ``a and 3 more``: the first of several names, and how many follow."""
-    return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
-
-
-def _layer_attr(name: str) -> tuple[int, str]:
-    """``("layers[4].running_var")`` -> ``(4, "running_var")``."""
-    layer, attr = name.split(".", 1)
-    return int(layer[len("layers[") : -1]), attr
 
 
 def _layer_mistakes(
@@ -527,290 +418,6 @@ def _layer_mistakes(
     return mistakes
 
 
-# ----------------------------------------------------------------------------
-# Exercise 6
-
-
-@functools.cache
-def _names() -> NamesDataset:
-    return load_dataset()
-
-
-def _ex6_files(layers_ok: bool) -> tuple[str, ...]:
-    return ("ex6", "layers" if layers_ok else "reference_layers")
-
-
-_RUN_NOTE = "graded on the reference layers: your exercise 5 layers do not pass yet, and one mistake costs points once"
-
-
-def _minibatches(data: NamesDataset, steps: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = list(batches(data.Xtr, data.Ytr, steps, batch_size, seed))
-    return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
-
-
-def _run_inputs(model: MLP, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> dict[str, Any]:
-    kinds, states = _states(model)
-    return {"C": model.C.detach().clone(), "kinds": kinds, "states": states, "Xb": Xb, "Yb": Yb, "lr": lr}
-
-
-def _trained_twin(model: MLP, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> tuple[MLP, list[float]]:
-    twin = autograd_twin(model)
-    twin.set_training(True)
-    losses = [autograd_step(twin.C, twin.layers, Xb[i], Yb[i], lr) for i in range(Xb.shape[0])]
-    return twin, losses
-
-
-def _from_values(model: MLP, parameters: Mapping[str, object], buffers: Mapping[str, object]) -> MLP | None:
-    """The reference model with a run's parameters and buffers, or None when they do not fit it.
-
-    A buffer that is missing or of another shape keeps the model's own: a run is measured
-    after :func:`calibrate_batchnorm`, which sets them all again.
-    """
-    rebuilt = autograd_twin(model)
-    with torch.no_grad():
-        for name, p in rebuilt.named_parameters():
-            value = parameters.get(name)
-            if not isinstance(value, torch.Tensor) or value.shape != p.shape or not value.is_floating_point():
-                return None
-            p.copy_(value)
-        for i, layer in enumerate(rebuilt.layers):
-            for attr in ("running_mean", "running_var"):
-                value = buffers.get(f"layers[{i}].{attr}")
-                if (
-                    hasattr(layer, attr)
-                    and isinstance(value, torch.Tensor)
-                    and value.shape == getattr(layer, attr).shape
-                ):
-                    setattr(layer, attr, value.float().clone())
-    return rebuilt
-
-
-def _replayed(
-    model: MLP, Xb: torch.Tensor, Yb: torch.Tensor, lr: float, frozen: Sequence[str]
-) -> tuple[MLP, list[float]]:
-    """The reference run with the parameters named ``frozen`` never updated: what a run gives that leaves them."""
-    twin = autograd_twin(model)
-    twin.set_training(True)
-    named = dict(twin.named_parameters())
-    kept = {k: named[k].detach().clone() for k in frozen}
-    losses = []
-    for i in range(Xb.shape[0]):
-        losses.append(autograd_step(twin.C, twin.layers, Xb[i], Yb[i], lr))
-        with torch.no_grad():
-            for k, v in kept.items():
-                named[k].copy_(v)
-    return twin, losses
-
-
-def _training_steps(
-    layers_ok: bool, hint: str, steps: int = 5, n_hidden: int = 32, lr: float = 0.1, seed: int = 0
-) -> Prepared:
-    data = _names()
-    model = _reference_model(vocab_size=data.vocab_size, n_hidden=n_hidden, seed=seed)
-    Xb, Yb = _minibatches(data, steps, 32, seed)
-    (twin, losses), seconds = _timed(lambda: _trained_twin(model, Xb, Yb, lr))
-    given = {k: p.detach() for k, p in model.named_parameters()}
-
-    def grade(value: Mapping[str, Any]) -> list[Row]:
-        params = value.get("parameters") or {}
-        buffers = value.get("buffers") or {}
-        kept = value.get("kept") or {}
-        trained = {k: p.detach() for k, p in twin.named_parameters()}
-        unchanged = {
-            k: d for k in trained
-            if (d := found.unchanged(k, params.get(k), given[k], trained[k], steps, kept.get(k, True))) is not None
-        }  # fmt: skip
-        # The run in which what did not change is held as it was: the rows it explains are not their own mistake.
-        replay = _replayed(model, Xb, Yb, lr, list(unchanged)) if unchanged else None
-
-        def cause(name: str, actual: object) -> Callable[[], Diagnosis | None]:
-            def detect() -> Diagnosis | None:
-                if name in unchanged:
-                    return unchanged[name]
-                if replay is None or not isinstance(actual, torch.Tensor):
-                    return None
-                values = {"losses": torch.tensor(replay[1]), **dict(replay[0].named_parameters())}
-                values.update(replay[0].named_buffers())
-                if not graded_compare(name, actual, values[name].detach()).approximate:
-                    return None
-                held = _listed(list(unchanged))
-                return Diagnosis(
-                    f"the error is that {held} did not change",
-                    f"{name} is what {steps} steps give when {held} {'stays' if len(unchanged) == 1 else 'stay'} "
-                    "as given",
-                )
-
-            return detect
-
-        student_losses = _tensor_list(value.get("losses") or [])
-        rows = [graded("losses", student_losses, torch.tensor(losses), "metric", detect=cause("losses", student_losses),
-                       hint=hint)]  # fmt: skip
-        for k, p in trained.items():
-            rows.append(graded(k, params.get(k), p, "value", detect=cause(k, params.get(k)), hint=hint))
-        for k, b in twin.named_buffers():
-            rows.append(graded(k, buffers.get(k), b, "buffer", detect=cause(k, buffers.get(k)), hint=hint))
-        return rows
-
-    note = "" if layers_ok else _RUN_NOTE
-    return _prepared("training_run", _ex6_files(layers_ok), _run_inputs(model, Xb, Yb, lr), grade, seconds, note)
-
-
-@torch.no_grad()
-def _input_statistics(model: MLP, buffers: Mapping[str, object], X: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
-    """Each batchnorm's input statistics over ``X`` in eval mode, every layer normalising with the given buffers.
-
-    What a calibration measures at each layer when the layers before it hold the
-    student's statistics: a layer whose own statistic is right for its input is not
-    where the mistake is. None when the buffers do not fit the model.
-    """
-    rebuilt = _from_values(model, dict(model.named_parameters()), buffers)
-    if rebuilt is None:
-        return {}
-    rebuilt.set_training(False)
-    emb = rebuilt.C[X]
-    x = emb.view(emb.shape[0], -1)
-    statistics = {}
-    for i, layer in enumerate(rebuilt.layers):
-        if hasattr(layer, "running_mean"):
-            statistics[i] = {"mean": x.mean(0), "var": x.var(0, unbiased=True), "biased": x.var(0, unbiased=False)}
-        x = layer(x)
-    return statistics
-
-
-def _calibration(layers_ok: bool, hint: str, n_hidden: int = 32, seed: int = 0) -> Prepared:
-    data = _names()
-    model = _reference_model(vocab_size=data.vocab_size, n_hidden=n_hidden, seed=seed)
-    rows_of_X = data.Xtr.shape[0]
-
-    def compute() -> tuple[MLP, float]:
-        twin = calibrate_batchnorm(autograd_twin(model), data.Xtr)
-        return twin, split_loss(twin, data.Xdev, data.Ydev)
-
-    (twin, dev_loss), seconds = _timed(compute)
-
-    def grade(value: Mapping[str, Any]) -> list[Row]:
-        buffers = value.get("buffers") or {}
-        expected = dict(twin.named_buffers())
-        statistics = _input_statistics(model, buffers, data.Xtr)
-        own: dict[str, Diagnosis] = {}  # a buffer's own mistake, seen even where it passes
-        rows: list[Row] = []
-        for k, b in expected.items():
-            i, attr = _layer_attr(k)
-            actual = buffers.get(k)
-            if attr == "running_var" and i in statistics:
-                stats = statistics[i]
-                diagnosis = found.calibrated_variance(k, actual, stats["var"], stats["biased"], rows_of_X)
-                if diagnosis is not None:
-                    own[k] = diagnosis
-            detect = functools.partial(_calibrated, k, actual, b, statistics.get(i), own, rows)
-            rows.append(graded(k, actual, b, "buffer", detect=detect, hint=hint))
-        rows.append(_flags(list(value.get("training") or [])))
-        calibrated = _from_values(model, dict(model.named_parameters()), buffers)
-        if calibrated is not None and all(row.passed or row.comparison.problem == "mismatch" for row in rows):
-            # The dev loss these statistics give, when they are statistics of the right shape at all.
-            calibrated.set_training(False)
-            loss = torch.tensor(split_loss(calibrated, data.Xdev, data.Ydev))
-            wrong = [row.name for row in rows if row.kind == "buffer" and not row.passed]
-            detect = functools.partial(_blamed_on_statistics, wrong) if wrong else None
-            rows.append(graded("dev loss", loss, torch.tensor(dev_loss), "metric", detect=detect, hint=hint))
-        return rows
-
-    kinds, states = _states(model)
-    inputs = {"C": model.C.detach().clone(), "kinds": kinds, "states": states, "X": data.Xtr}
-    return _prepared("calibration", _ex6_files(layers_ok), inputs, grade, seconds, "" if layers_ok else _RUN_NOTE)
-
-
-def _blamed_on_statistics(wrong: Sequence[str]) -> Diagnosis:
-    return Diagnosis(
-        f"the error is in the running statistics: {_listed(wrong)}",
-        "the dev loss is measured in eval mode, where the layers normalise with them",
-    )
-
-
-def _calibrated(
-    name: str,
-    actual: object,
-    expected: torch.Tensor,
-    statistics: Mapping[str, torch.Tensor] | None,
-    own: Mapping[str, Diagnosis],
-    earlier: Sequence[Row],
-) -> Diagnosis | None:
-    """A calibrated buffer's mistake: its own, or, when it is right for the input it was given, an earlier one's."""
-    if name in own:
-        return own[name]
-    if statistics is None or not isinstance(actual, torch.Tensor):
-        return None
-    which = "mean" if name.endswith("running_mean") else "var"
-    if not graded_compare(name, actual, statistics[which]).approximate:
-        return None
-    causes = [d for k, d in own.items() if k != name]
-    causes += [Diagnosis(f"{row.name} is wrong") for row in earlier if not row.passed and row.name not in own]
-    source = f"{name} is the {'mean' if which == 'mean' else 'variance'} of the input your earlier statistics give it"
-    if not causes:
-        return Diagnosis("not this layer's mistake: the error is in an earlier layer's statistics", source)
-    cause = causes[0]
-    return Diagnosis(
-        f"not this layer's mistake: {cause.detected}", f"{cause.evidence}; {source}" if cause.evidence else source
-    )
-
-
-def _flags(modes: Sequence[object]) -> Row:
-    """Whether calibrate left every batchnorm in eval mode: one flag per layer, compared exactly."""
-    actual = torch.tensor([m is not False for m in modes], dtype=torch.bool)
-    c = compare("training", actual, torch.zeros(len(modes), dtype=torch.bool), rtol=0.0, atol=0.0)
-    if c.approximate:
-        return Row(c, EXACT, kind="flag")
-    return Row(c, WRONG, kind="flag", diagnosis=found.left_in_training(modes))
-
-
-@dataclass(frozen=True)
-class _Target:
-    loss: float
-    target: float
-    reference: float
-    steps: int
-    first: float | None = None
-
-    def row(self) -> Row:
-        reached = self.loss <= self.target
-        c = compare("dev loss", torch.tensor(self.loss), torch.tensor(self.target), rtol=0.0, atol=float("inf"))
-        start = f"{self.first:.4f}" if self.first is not None else "n/a"
-        note = (
-            f"dev loss {self.loss:.4f} after {self.steps} steps (first minibatch loss {start}): "
-            f"{'reached' if reached else 'missed'} the target {self.target:.2f}; the reference reaches "
-            f"{self.reference:.4f}"
-        )
-        return Row(c, OK if reached else WRONG, note, "metric")
-
-
-def _loss_target(
-    layers_ok: bool, steps: int = 300, target: float = 3.0, n_hidden: int = 32, lr: float = 0.1, seed: int = 0
-) -> Prepared:
-    # A uniform guess scores ln(27) = 3.30; the reference reaches about 2.85 in 300 steps.
-    data = _names()
-    model = build_mlp(reference_layers, vocab_size=data.vocab_size, n_hidden=n_hidden, seed=seed)
-    Xb, Yb = _minibatches(data, steps, 32, seed)
-
-    def compute() -> float:
-        twin, _ = _trained_twin(model, Xb, Yb, lr)
-        return split_loss(calibrate_batchnorm(twin, data.Xtr), data.Xdev, data.Ydev)
-
-    reference, seconds = _timed(compute)
-
-    def grade(value: Mapping[str, Any]) -> list[Row]:
-        trained = _from_values(model, value.get("parameters") or {}, value.get("buffers") or {})
-        if trained is None:
-            message = "the run's parameters do not have the model's shapes and dtype: nothing to measure"
-            return [replace(row_for_error("dev loss", torch.tensor(target), WRONG, message), kind="metric")]
-        loss = split_loss(calibrate_batchnorm(trained, data.Xtr), data.Xdev, data.Ydev)
-        losses = value.get("losses") or []
-        first = losses[0] if losses and isinstance(losses[0], float) else None
-        return [_Target(loss if loss == loss else float("inf"), target, reference, steps, first).row()]
-
-    note = "" if layers_ok else _RUN_NOTE
-    return _prepared("training_run", _ex6_files(layers_ok), _run_inputs(model, Xb, Yb, lr), grade, seconds, note)
-
-
 _PREPARE: dict[str, Callable[[bool, Hints], Prepared]] = {
     "linear": lambda _, hints: _linear(True, hints.exercise.get("ex5", "")),
     "linear_without_bias": lambda _, hints: _linear(False, hints.exercise.get("ex5", "")),
@@ -818,9 +425,9 @@ _PREPARE: dict[str, Callable[[bool, Hints], Prepared]] = {
     "batchnorm_eval": lambda _, hints: _batchnorm(False, hints.exercise.get("ex5", "")),
     "tanh": lambda _, hints: _tanh(hints.exercise.get("ex5", "")),
     "deep_mlp": lambda _, hints: _mlp(hints.exercise.get("ex5", "")),
-    "training_steps": lambda layers_ok, hints: _training_steps(layers_ok, hints.exercise.get("ex6", "")),
-    "calibration": lambda layers_ok, hints: _calibration(layers_ok, hints.exercise.get("ex6", "")),
-    "loss_target": lambda layers_ok, _: _loss_target(layers_ok),
+    "training_steps": lambda layers_ok, hints: training_checks.training_steps(layers_ok, hints.exercise.get("ex6", "")),
+    "calibration": lambda layers_ok, hints: training_checks.calibration(layers_ok, hints.exercise.get("ex6", "")),
+    "loss_target": lambda layers_ok, _: training_checks.loss_target(layers_ok),
 }
 
 
