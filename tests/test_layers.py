@@ -515,3 +515,38 @@ def test_a_calibration_with_the_biased_variance_blames_it_and_not_the_mean_that_
             "not this layer's mistake: layers[1].running_var is the biased variance, divided by N instead of N-1"
         )
     assert "allowed" not in " ".join(row.explanation for row in result.report.rows)
+
+
+def test_a_forward_pass_with_the_wrong_statistics_is_named_and_the_right_one_is_not():
+    beta = 0.3 * torch.randn(8, generator=G)
+
+    def out(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        return GAMMA * (X - mean) / torch.sqrt(var + 1e-5) + beta
+
+    def detect(actual: torch.Tensor, right: torch.Tensor, training: bool):
+        return found.batchnorm_out(actual, right, x=X, gamma=GAMMA, beta=beta, training=training, eps=1e-5)
+
+    right = out(X.mean(0), X.var(0))
+    assert detect(out(X.mean(0), X.var(0, unbiased=False)), right, True).detected == (
+        "the forward pass normalised with the biased variance, divided by n instead of n-1"
+    )
+    assert detect(right, right, True) is None
+    right_eval = out(RUNNING["running_mean"], RUNNING["running_var"])
+    assert detect(right, right_eval, False).detected == (
+        "the eval-mode forward pass normalised with the batch's mean and variance"
+    )
+    assert detect(right_eval, right_eval, False) is None
+
+
+def test_eval_values_computed_with_changed_running_statistics_blame_the_change():
+    mean, var = RUNNING["running_mean"], RUNNING["running_var"]
+    moved = {"running_mean": 0.9 * mean + 0.1 * X.mean(0), "running_var": 0.9 * var + 0.1 * X.var(0)}
+    inputs = {"x": X, "gamma": GAMMA, "beta": torch.zeros(8), "dout": DOUT, "eps": 1e-5}
+    right = GAMMA * DOUT / torch.sqrt(var + 1e-5)
+    yours = GAMMA * DOUT / torch.sqrt(moved["running_var"] + 1e-5)
+    diagnosis = found.eval_with_changed_statistics("x", yours, right, **inputs, **moved)
+    assert str(diagnosis) == (
+        "the running statistics changed in eval mode before the batch was normalised (dx is what your updated "
+        "running_mean and running_var give; in eval mode they stay as they are)"
+    )
+    assert found.eval_with_changed_statistics("x", right, right, **inputs, running_mean=mean, running_var=var) is None

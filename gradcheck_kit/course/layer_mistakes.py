@@ -6,10 +6,11 @@ grading process drew, builds what a known wrong version would have produced
 from the input, the running mean moved 90% of the way instead of 10%...) and
 says which one the student's value is. A detector only ever names a mistake:
 the verdict is the comparison's, made before any detector runs. A value is
-recognised as a wrong version when it is at least ten times closer to it than
-to the right value, so rounding cannot make a right answer look like a mistake,
-however small the gap between the two (the biased variance of 182625 rows is
-off by 5.5e-6 of itself).
+recognised as a wrong version when it lies within a tenth of the gap between
+the wrong and the right value from the wrong one: rounding cannot make a right
+answer look like a mistake, however small the gap (the biased variance of the
+28800 training contexts differs from the right one by 3.5e-5 of itself, below
+the float32 tolerance).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ __all__ = [
     "unchanged",
 ]
 
-#: A wrong version explains a value that is this much closer to it than to the right value.
+#: A wrong version explains a value within this fraction of the wrong-to-right gap from it.
 _CLOSER = 0.1
 
 
@@ -47,7 +48,7 @@ Version = tuple[torch.Tensor, Diagnosis]
 
 
 def explains(actual: object, wrong: torch.Tensor, right: torch.Tensor) -> bool:
-    """Whether ``actual`` is the ``wrong`` version rather than the ``right`` one: ten times closer to it."""
+    """Whether ``actual`` is the ``wrong`` version rather than the ``right`` one: within a tenth of their gap of it."""
     if not isinstance(actual, torch.Tensor) or actual.shape != wrong.shape or wrong.shape != right.shape:
         return False
     if not actual.is_floating_point() or not torch.isfinite(actual).all():
