@@ -234,14 +234,15 @@ def training_run(
     """``train_step`` on the minibatches ``Xb[i], Yb[i]`` in turn; the losses, then the parameters and buffers."""
     train_step = _function(training, "train_step")
     stack = _stack(layers, kinds, states)
-    given = {name: id(getattr(layer, a)) for name, layer, a in _parameter_attrs(stack)}
+    # The tensors themselves, not their ids: a tensor freed by a rebinding may leave its id to the new one.
+    given = {name: getattr(layer, a) for name, layer, a in _parameter_attrs(stack)}
     C = C.clone()
     losses = []
     with torch.no_grad():
         for i in range(Xb.shape[0]):
             losses.append(_sendable(train_step(C, stack, Xb[i], Yb[i], lr)))
     # Whether each parameter is still the tensor the layer was given: updated in place, or rebound.
-    kept = {name: id(getattr(layer, a, None)) == given[name] for name, layer, a in _parameter_attrs(stack)}
+    kept = {name: getattr(layer, a, None) is given.get(name) for name, layer, a in _parameter_attrs(stack)}
     return {"losses": losses, "parameters": _parameters(C, stack), "buffers": _buffers(stack), "kept": kept}
 
 
