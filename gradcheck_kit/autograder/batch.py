@@ -133,11 +133,10 @@ def grade_class(
     for note in room.notes:
         print(f"note: {note}", file=out)
     skipped = len(room.submissions) - len(todo)
-    print(
-        f"{len(room.submissions)} submissions: {len(todo)} to grade, {min(options.jobs, len(todo) or 1)} at a time"
-        + (f"; {skipped} unchanged since they were graded, skipped (--force grades them again)" if skipped else ""),
-        file=out,
-    )
+    parts = [f"{len(todo)} to grade" + (f", {min(options.jobs, len(todo))} at a time" if todo else "")]
+    if skipped:
+        parts.append(f"{skipped} unchanged since they were graded, skipped (--force grades them again)")
+    print(f"{len(room.submissions)} submissions: {'; '.join(parts)}", file=out)
     print(f"gradebook: {options.gradebook}\nresults and logs: {options.out}", file=out, flush=True)
 
     runner = _Runner(book, options, scratch, command or grade_command(options), out)

@@ -86,7 +86,7 @@ def histogram(rows: Sequence[Mapping[str, str]]) -> list[str]:
         closing = "]" if i == _BINS - 1 else ")"
         label = f"[{format_points(low)}{unit}, {format_points(high)}{unit}{closing}"
         bar = "#" * (math.ceil(n / widest * _BAR) if n else 0)
-        lines.append(f"  {label:>14} {n:>4}  {bar}")
+        lines.append(f"  {label:>14} {n:>4}  {bar}".rstrip())
     mean, median = statistics.mean(scores), statistics.median(scores)
     lines.append(f"  mean {format_points(round(mean, 2))}{unit}, median {format_points(round(median, 2))}{unit}")
     return lines
