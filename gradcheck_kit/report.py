@@ -196,7 +196,7 @@ class Report:
     @classmethod
     def from_comparisons(cls, title: str, comparisons: Iterable[Comparison]) -> Report:
         """Build a report whose verdicts come from each comparison alone (see :func:`verdict_for`)."""
-        return cls(title, tuple(Row(c, verdict_for(c), _diagnosis(c)) for c in comparisons))
+        return cls(title, tuple(Row(c, verdict_for(c), _problem_note(c)) for c in comparisons))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
@@ -353,7 +353,7 @@ def compare_grads(
     return Report(title, report.rows, tuple(key for key in manual if key not in reference))
 
 
-def _diagnosis(c: Comparison) -> str:
+def _problem_note(c: Comparison) -> str:
     """Say in one line what is wrong with a failing comparison; empty when it passes."""
     if c.problem in (None, "missing"):
         return ""
