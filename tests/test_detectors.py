@@ -191,3 +191,23 @@ def test_a_wrong_step_below_a_misshapen_upstream_is_still_wrong(fwd, tmp_path):
     student["counts_sum"] = 2 * student["counts_sum"]
     rows = {r.name: r for r in grade_steps(student, fwd.recording, fwd.loss, fwd.reference_grads, n=32)}
     assert rows["counts_sum"].verdict == WRONG
+
+
+def test_a_size_hard_coded_in_exercise_1_is_named_once_where_other_shapes_raise(tmp_path):
+    from gradcheck_kit.course.catalogue import Hints
+    from gradcheck_kit.course.grader import Grader
+    from gradcheck_kit.makemore.model import Config
+    from gradcheck_kit.sandbox.box import Sandbox
+    from gradcheck_kit.sandbox.policy import ExerciseSandbox
+
+    (tmp_path / "ex1_chunked_backward.py").write_text(
+        SOURCE.replace("num_classes=f.logits.shape[1]", "num_classes=27"), encoding="utf-8"
+    )
+    grader = Grader(tmp_path, ExerciseSandbox(Sandbox(isolate=False), {}, 20.0), Hints())
+    assert grader.grade("ex1").report.passed
+    rows = grader.grade("ex1", Config(n=5, vocab_size=7, n_hidden=9, n_embd=4, block_size=2)).report.rows
+    told = [row for row in rows if row.diagnosis is not None]
+    assert [row.name for row in told] == ["h"]  # the first gradient the exception kept from being computed
+    assert "27 (vocab_size) at ex1_chunked_backward.py:" in told[0].diagnosis.detected
+    assert "num_classes=27" in told[0].diagnosis.detected
+    assert told[0].diagnosis.evidence.startswith("right at the notebook's sizes, not at n=5, vocab_size=7")

@@ -110,10 +110,14 @@ class Grader:
         exercise = EXERCISES[key]
         sizes = hard_coded(self.impl_dir / exercise.file, exercise.function, _sizes(notebook), _sizes(config))
         rows = []
+        errors = 0
         for row in result.report.rows:
             if row.name in right and not row.passed:
-                seen = f"; {row.diagnosis.detected}" if row.diagnosis is not None else ""
-                row = replace(row, diagnosis=replace(sizes, evidence=sizes.evidence + seen))
+                # An exception is told at its first row; the rows after it only point there.
+                errors += row.verdict == ERROR
+                if row.verdict != ERROR or errors == 1:
+                    seen = f"; {row.diagnosis.detected}" if row.diagnosis is not None else ""
+                    row = replace(row, diagnosis=replace(sizes, evidence=sizes.evidence + seen))
             rows.append(row)
         return replace(result, report=replace(result.report, rows=tuple(rows)))
 
