@@ -26,7 +26,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from gradcheck_kit.sandbox import container, landlock
+from gradcheck_kit.sandbox import cgroups, container, landlock
 
 __all__ = ["ENVIRONMENT", "FIRST_UID", "SandboxUser", "describe", "processes_of", "sandbox_user", "sweep"]
 
@@ -245,7 +245,7 @@ def sweep(uid: int, keep: Collection[int] = (), timeout: float = 10.0) -> list[i
 def describe(setting: str | int | None = None) -> str:
     """One line saying which isolation workers get on this machine, for the grading run's header."""
     why = _not_root_because()
-    confined = landlock.describe() + container.describe()
+    confined = landlock.describe() + container.describe() + cgroups.describe()
     if why is None:
         try:
             user = sandbox_user(setting)

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from gradcheck_kit.sandbox import confine, container
+from gradcheck_kit.sandbox import cgroups, confine, container
 from gradcheck_kit.sandbox.call import Call, exception_line, execute, failure
 from gradcheck_kit.sandbox.isolation import SandboxUser, sweep
 from gradcheck_kit.sandbox.outcome import OUTPUT_LIMIT, Outcome
@@ -111,9 +111,16 @@ class Worker:
         self.process = context.Process(
             target=_serve, args=(child, _SharedFd(self._log), self.confinement, reply_limit, own_uid), daemon=True
         )
-        self._finalizer = weakref.finalize(self, _stop, self.process, self.conn, self._log, self.temp_dir, user)
+        # One budget for the worker and whatever it starts, where the grader may make control groups.
+        group = None
+        if cgroups.available() is None:
+            name = f"gradcheck-kit-{os.getpid()}-{os.path.basename(self.temp_dir)}"
+            group = cgroups.create(name, memory=confinement.memory_limit, processes=confinement.processes)
+        self._finalizer = weakref.finalize(self, _stop, self.process, self.conn, self._log, self.temp_dir, user, group)
         try:
             self.process.start()
+            if group is not None and self.process.pid is not None:
+                group.add(self.process.pid)  # before it is ready, so before any student code
         except Exception as exc:
             self.stop()
             raise WorkerStartError(f"the sandbox's worker process could not be started: {exc}") from exc
@@ -328,7 +335,12 @@ def _context() -> ForkServerContext | SpawnContext:
 
 
 def _stop(
-    process: multiprocessing.process.BaseProcess, conn: Connection, log: int, temp_dir: str, user: SandboxUser | None
+    process: multiprocessing.process.BaseProcess,
+    conn: Connection,
+    log: int,
+    temp_dir: str,
+    user: SandboxUser | None,
+    group: cgroups.Group | None,
 ) -> None:
     if process.pid is not None:
         process.kill()
@@ -341,6 +353,8 @@ def _stop(
         with contextlib.suppress(TimeoutError):
             sweep(user.uid, keep=_KEPT)
     shutil.rmtree(temp_dir, ignore_errors=True)
+    if group is not None:
+        group.remove()
 
 
 def _serve(
