@@ -99,7 +99,7 @@ RUNS = (
         ("ex1_dbndiff_missing_branch", "ex2_sign_flipped", "ex4_plus_equals_on_all_indices"), (EX1, EX2, EX4 + NOTEBOOK)
     ),
     Run(
-        ("ex1_misspelled_key", "ex2_infinite_loop"),
+        ("ex1_misspelled_key", "ex2_infinite_loop", "ex4_index_put_with_accumulate"),
         (EX1, EX2, EX3 + NOTEBOOK, EX4 + NOTEBOOK),
         ("--gradcheck-timeout", "3"),
     ),
@@ -107,7 +107,7 @@ RUNS = (
         ("ex1_dnorm_logits_divides_by_zero", "ex2_hard_codes_a_32_by_27_buffer", "ex4_loop_misses_the_last_example"),
         (EX1, EX2, EX4 + NOTEBOOK),
     ),
-    Run(("ex1_aliased_bndiff_and_extra_keepdim",), (EX1,)),
+    Run(("ex1_aliased_bndiff_and_extra_keepdim", "ex3_terms_written_as_means"), (EX1, EX3)),
     Run(("ex1_raises_after_a_factor_of_bnvar_inv",), (EX1,)),
     Run(("ex1_half_written",), ("test_ex1_chunked_backward.py",)),
     Run(("ex4_returns_on_cpu",), (EX4 + NOTEBOOK,), ("--gradcheck-device", "cuda")),
@@ -572,6 +572,14 @@ def test_the_embedding_as_index_add_passes(graded):
 
 def test_the_embedding_as_a_one_hot_matmul_passes(graded):
     assert graded("ex4_one_hot_matmul").outcomes("ex4") == BOTH_SHAPES
+
+
+def test_index_put_with_accumulate_passes_where_plus_equals_on_all_indices_does_not(graded):
+    assert graded("ex4_index_put_with_accumulate").outcomes("ex4") == {"test_notebook_shapes[cpu]": "passed"}
+
+
+def test_batchnorm_with_its_terms_written_as_a_mean_and_a_sum_over_n_minus_1_passes(graded):
+    assert graded("ex3_terms_written_as_means").outcomes("ex3") == BOTH_SHAPES
 
 
 # ----------------------------------------------------------------------------
