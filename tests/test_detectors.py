@@ -211,3 +211,24 @@ def test_a_size_hard_coded_in_exercise_1_is_named_once_where_other_shapes_raise(
     assert "27 (vocab_size) at ex1_chunked_backward.py:" in told[0].diagnosis.detected
     assert "num_classes=27" in told[0].diagnosis.detected
     assert told[0].diagnosis.evidence.startswith("right at the notebook's sizes, not at n=5, vocab_size=7")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # No clone, but no in-place update either: dbndiff keeps its values.
+        [("dhprebn = dbndiff.clone()", "dhprebn = dbndiff"), ("dhprebn += (1.0 / n)", "dhprebn = dhprebn + (1.0 / n)")],
+        [('g["b2"] = dlogits.sum(0)', 'g["b2"] = dlogits.sum(0, keepdim=True).squeeze(0)')],
+        [("dbnvar_inv = (f.bndiff * dbnraw)", "dbnvar_inv = (f.bnraw / f.bnvar_inv * dbnraw)")],
+    ],
+)
+def test_right_answers_written_close_to_a_detected_mistake_pass(fwd, tmp_path, changes):
+    source = SOURCE
+    for old, new in changes:
+        assert old in source
+        source = source.replace(old, new)
+    path = tmp_path / "ex1_chunked_backward.py"
+    path.write_text(source, encoding="utf-8")
+    student = load_module(path).chunked_backward(fwd.student_view())
+    rows = grade_steps(student, fwd.recording, fwd.loss, fwd.reference_grads, n=fwd.n)
+    assert all(row.passed and row.diagnosis is None for row in rows)
