@@ -232,3 +232,13 @@ def test_right_answers_written_close_to_a_detected_mistake_pass(fwd, tmp_path, c
     student = load_module(path).chunked_backward(fwd.student_view())
     rows = grade_steps(student, fwd.recording, fwd.loss, fwd.reference_grads, n=fwd.n)
     assert all(row.passed and row.diagnosis is None for row in rows)
+
+
+def test_equal_values_far_apart_in_the_chain_are_not_told_as_the_same_tensor(fwd, tmp_path):
+    # dbngain without its bnraw factor equals dbnbias exactly; they are not one variable set to the other.
+    rows = graded(
+        fwd, tmp_path, 'g["bngain"] = (f.bnraw * dhpreact).sum(0, keepdim=True)',
+        'g["bngain"] = dhpreact.sum(0, keepdim=True)',
+    )  # fmt: skip
+    assert wrong(rows) == ["bngain"]
+    assert "same tensor" not in rows["bngain"].explanation

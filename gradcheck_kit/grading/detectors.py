@@ -30,6 +30,9 @@ __all__ = [
 
 #: At most this many rows or columns are named one by one; more are counted.
 _NAMED = 6
+#: A factor per line that no forward tensor names is told only for lines at least this long:
+#: in shorter ones a fit of one number says little.
+_UNNAMED_LINE = 4
 
 
 def diagnose(
@@ -269,6 +272,8 @@ def per_line_factor(
     """Each column (or row, or element) off by its own factor, named when a forward tensor equals it."""
     a, e = actual.double(), expected.double().to(actual.device)
     for label, dim in (("column", 0), ("row", 1)) if a.dim() == 2 else ():
+        if a.shape[dim] < 2:  # a line of one element is a multiple of anything: nothing is seen
+            continue
         weight = (e * e).sum(dim, keepdim=True)
         if bool((weight == 0).all()):
             continue
@@ -289,6 +294,8 @@ def per_line_factor(
                         "not belong (or a tensor holding it used in place of one without it)",
                         f"every {label} of your gradient divided by the right one is {shown} of that {label}",
                     )
+        if a.shape[dim] < _UNNAMED_LINE:
+            continue
         return Diagnosis(
             f"each {label} is off by a factor of its own, not one constant: a per-{label} tensor is multiplied in "
             "where it does not belong, or left out",
@@ -300,9 +307,14 @@ def per_line_factor(
         f = tensor.detach().double().to(a.device)
         for shown, value in ((name, f), (f"1/{name}", 1.0 / f), (f"{name}**2", f * f), (f"1/{name}**2", 1.0 / (f * f))):
             if bool(torch.isfinite(value).all()) and close(a, e * value) and not close(e * value, e):
+                # A gradient of one row (bnvar_inv's (1, n_hidden)) has one element per column.
+                each = {(True, False): "column", (False, True): "row"}.get(
+                    (a.dim() == 2 and a.shape[0] == 1, a.dim() == 2 and a.shape[1] == 1), "element"
+                )
                 return Diagnosis(
-                    f"each element is off by a factor equal to {shown}",
-                    f"your gradient divided by the right one is {shown}, element for element",
+                    f"each {each} is off by a factor equal to {shown}: {shown} is multiplied in where it does not "
+                    "belong (or a tensor holding it used in place of one without it)",
+                    f"your gradient divided by the right one is {shown}, {each} for {each}",
                 )
     return None
 

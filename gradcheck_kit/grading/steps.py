@@ -172,10 +172,12 @@ def grade_steps(
         consumers = recording.consumers(name)
         # The reference's terms set the scale: a student's huge upstream must not widen the tolerance.
         c = graded_compare(name, actual, expected, scale(name))
+        # A gradient aliased with another is one set to its neighbour's in the chain (dhprebn = dbndiff).
+        neighbours = {*consumers, *recording.inputs.get(name, ())}
         evidence: dict[str, Any] = {
             "mistakes": mistakes.get(name, ()),
             "factors": factors,
-            "others": others,
+            "others": {k: v for k, v in others.items() if k in neighbours},
             "scale": scale(name),
         }
         branches = step_branches(name, recording, upstream, loss_name, loss) if not c.approximate else {}
