@@ -207,7 +207,7 @@ def test_a_size_hard_coded_in_exercise_1_is_named_once_where_other_shapes_raise(
     assert grader.grade("ex1").report.passed
     rows = grader.grade("ex1", Config(n=5, vocab_size=7, n_hidden=9, n_embd=4, block_size=2)).report.rows
     told = [row for row in rows if row.diagnosis is not None]
-    assert [row.name for row in told] == ["h"]  # the first gradient the exception kept from being computed
+    assert [row.name for row in told] == ["logits"]  # the gradient the raising line was updating
     assert "27 (vocab_size) at ex1_chunked_backward.py:" in told[0].diagnosis.detected
     assert "num_classes=27" in told[0].diagnosis.detected
     assert told[0].diagnosis.evidence.startswith("right at the notebook's sizes, not at n=5, vocab_size=7")
@@ -242,3 +242,14 @@ def test_equal_values_far_apart_in_the_chain_are_not_told_as_the_same_tensor(fwd
     )  # fmt: skip
     assert wrong(rows) == ["bngain"]
     assert "same tensor" not in rows["bngain"].explanation
+
+
+def test_a_missing_keepdim_is_charged_once_when_the_step_below_broadcasts_it(fwd):
+    f = fwd.student_view()
+    student = SOLUTION.chunked_backward(f)
+    student["counts_sum_inv"] = student["counts_sum_inv"].flatten()  # (32,) where (32, 1) belongs
+    student["counts_sum"] = -(f.counts_sum**-2) * student["counts_sum_inv"]  # the right step: (32, 32)
+    rows = {r.name: r for r in grade_steps(student, fwd.recording, fwd.loss, fwd.reference_grads, n=32)}
+    assert [name for name, row in rows.items() if not row.passed] == ["counts_sum_inv"]
+    assert rows["counts_sum"].verdict == INHERITED
+    assert "dcounts_sum_inv has shape (32,), not (32, 1)" in rows["counts_sum"].note

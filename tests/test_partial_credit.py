@@ -76,3 +76,15 @@ def test_exercise_1_raising_after_every_gradient_is_charged_to_the_last():
     report = prepared.partial({"g": solution}, "NameError: name 'dCC' is not defined")
     assert [row.name for row in report.rows if not row.passed] == ["C"]
     assert report["C"].note == "NameError: name 'dCC' is not defined"
+
+
+def test_a_gradient_the_raising_line_was_updating_counts_as_not_computed():
+    fwd = build()
+    prepared = chunked(fwd, Hints(), 0.0)
+    solution = load_module(Path("solutions/ex1_chunked_backward.py")).chunked_backward(fwd.student_view())
+    held = {f"d{k}": v for k, v in solution.items() if k in GRADED[:5]}  # dlogprobs ... dcounts
+    report = prepared.partial(held, "RuntimeError: boom", "dcounts += torch.ones_like(f.counts) * dcounts_sum")
+    assert [row.passed for row in report.rows[:4]] == [True] * 4
+    assert report["counts"].verdict == ERROR and report["counts"].note == "RuntimeError: boom"
+    report = prepared.partial({"g": solution}, "RuntimeError: boom", 'g["W1"] = dhprebn @ f.embcat')
+    assert [row.name for row in report.rows if not row.passed] == ["W1"]

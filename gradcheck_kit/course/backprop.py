@@ -9,6 +9,7 @@ autograd reference come from :func:`gradcheck_kit.makemore.model.build`.
 
 from __future__ import annotations
 
+import ast
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -52,9 +53,15 @@ def chunked(fwd: Forward, hints: Hints, seconds: float) -> Prepared:
         unknown = tuple(k for k in student if k not in reference)
         return Report("", tuple(_suggest_key(row, unknown) for row in rows(student)), unknown)
 
-    def partial(held: Any, failure: str) -> Report:
-        """The gradients computed before the function raised are graded; the failure is told once."""
-        graded = rows(_held_gradients(held, reference))
+    def partial(held: Any, failure: str, statement: str = "") -> Report:
+        """The gradients computed before the function raised are graded; the failure is told once.
+
+        A gradient that ``statement``, the line that raised, was assigning or updating is unfinished
+        (``dcounts += ...`` raised before adding its second term): it counts as not computed.
+        """
+        unfinished = _assigned(statement)
+        computed = {k: v for k, v in _held_gradients(held, reference).items() if k not in unfinished}
+        graded = rows(computed)
         failed = [i for i, row in enumerate(graded) if row.verdict == NOT_STARTED] or [len(graded) - 1]
         first = graded[failed[0]].name
         for i in failed:
@@ -64,6 +71,27 @@ def chunked(fwd: Forward, hints: Hints, seconds: float) -> Prepared:
         return Report("", tuple(graded))
 
     return Prepared(function, ("ex1",), grade, reference, seconds, args=(fwd.student_view(),), partial=partial)
+
+
+def _assigned(statement: str) -> set[str]:
+    """The gradients a line of exercise 1 assigns or updates: ``dcounts += ...`` and ``g["W1"] = ...`` name
+    ``counts`` and ``W1``; nothing when the line is not a statement of its own."""
+    try:
+        tree = ast.parse(statement.strip())
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            for part in ast.walk(target):
+                if isinstance(part, ast.Name) and part.id.startswith("d"):
+                    names.add(part.id[1:])
+                elif isinstance(part, ast.Subscript) and isinstance(part.slice, ast.Constant):
+                    names.add(str(part.slice.value))
+    return names
 
 
 def _held_gradients(held: Any, reference: Mapping[str, torch.Tensor]) -> dict[str, object]:

@@ -12,6 +12,7 @@ report to the plugin's ``gradcheck`` fixture.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -188,7 +189,7 @@ class Grader:
         if outcome.status == "timeout":
             outcome = replace(outcome, message=outcome.message + self._reference_note(exercise, prepared, limit))
         if not outcome.ok and outcome.status == "error" and prepared.partial is not None:
-            report = prepared.partial(_restore(outcome.value), describe(outcome))
+            report = prepared.partial(_restore(outcome.value), describe(outcome), _raising_line(outcome.message))
             return Result(exercise, config, outcome, replace(report, title=title))
         if not outcome.ok:
             return Result(exercise, config, outcome, _failure_report(title, outcome, prepared, check))
@@ -205,6 +206,15 @@ class Grader:
             f"{self.reference_factor:g} times the {prepared.reference_seconds:.3g} s the reference took here, "
             "whichever is longer)"
         )
+
+
+def _raising_line(message: str) -> str:
+    """The source of the student's line an error message cites (``at ex1_chunked_backward.py:69: <source>``)."""
+    for line in reversed(message.splitlines()):
+        found = re.match(r"at [^:\s]+\.py:\d+: (.*)", line)
+        if found:
+            return found.group(1)
+    return ""
 
 
 def _sizes(config: Config) -> dict[str, int]:

@@ -45,8 +45,8 @@ class Prepared:
         kind: what the rows of a failed call hold (see :data:`~gradcheck_kit.report.KINDS`).
         note: said with the table, e.g. that exercise 6 ran on the reference layers.
         partial: for a function that raised, grades what it had computed (see
-            :attr:`~gradcheck_kit.sandbox.outcome.Outcome.value`) with the failure's description;
-            None: every row of a failed call is the failure.
+            :attr:`~gradcheck_kit.sandbox.outcome.Outcome.value`) with the failure's description
+            and the source of the line that raised; None: every row of a failed call is the failure.
     """
 
     function: str
@@ -59,4 +59,4 @@ class Prepared:
     driver: bool = False
     kind: str = "gradient"
     note: str = ""
-    partial: Callable[[Any, str], Report] | None = None
+    partial: Callable[[Any, str, str], Report] | None = None

@@ -154,15 +154,12 @@ def grade_steps(
     # What the detectors may name: the forward pass's tensors, and the student's other gradients.
     factors = {k: t.detach() for k, t in recording.tensors.items() if k != loss_name}
     others = {k: (student.get(k), ref) for k, ref in reference.items()}
-    # The student's gradients of a shape no reshape mends (a sum over the wrong dimension): replayed
-    # with broadcasting below, so that a right step computed from one is inherited, not charged.
+    # The student's gradients of the wrong shape, as they are: a right step written by hand computes
+    # from them with broadcasting, which is replayed below, so that such a step is inherited, not charged.
     misshapen = {
         k: v.detach().to(device=ref.device, dtype=ref.dtype)
         for k, ref in reference.items()
-        if isinstance(v := student.get(k), torch.Tensor)
-        and v.is_floating_point()
-        and v.shape != ref.shape
-        and _usable(v, ref) is None
+        if isinstance(v := student.get(k), torch.Tensor) and v.is_floating_point() and v.shape != ref.shape
     }
 
     rows: list[Row] = []
