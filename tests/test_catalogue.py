@@ -363,11 +363,6 @@ def test_an_embedding_gradient_left_all_zeros_is_told_so_and_not_a_factor_of_zer
     assert not any("factor of 0" in line for line in lines.lines)
 
 
-def test_plus_equals_on_all_indices_is_told_why_it_keeps_one_row(graded):
-    run = graded("ex4_plus_equals_on_all_indices")
-    assert run.failing("ex4") == {"test_notebook_shapes[cpu]": "failed"}
-    run.failure("ex4", "test_notebook_shapes[cpu]").fnmatch_lines(
-        ["*dC: WRONG: rows of C that appear more than once*dC[[]Xb] += demb*write each repeated row once*"]
 def test_a_loop_that_misses_the_last_example_names_the_rows_it_left_wrong(graded):
     run = graded("ex4_loop_misses_the_last_example")
     assert run.failing("ex4") == {"test_notebook_shapes[cpu]": "failed"}
@@ -377,6 +372,11 @@ def test_a_loop_that_misses_the_last_example_names_the_rows_it_left_wrong(graded
     )
 
 
+def test_plus_equals_on_all_indices_is_told_why_it_keeps_one_row(graded):
+    run = graded("ex4_plus_equals_on_all_indices")
+    assert run.failing("ex4") == {"test_notebook_shapes[cpu]": "failed"}
+    run.failure("ex4", "test_notebook_shapes[cpu]").fnmatch_lines(
+        ["*dC: WRONG: rows of C that appear more than once*dC[[]Xb] += demb*write each repeated row once*"]
     )
 
 
