@@ -1,4 +1,4 @@
-"""The fork server in bubblewrap: what a process started the way it is cannot reach, and where bubblewrap is left out."""
+"""The fork server in bubblewrap: what a process started as it is cannot reach, and where bubblewrap is left out."""
 
 from __future__ import annotations
 

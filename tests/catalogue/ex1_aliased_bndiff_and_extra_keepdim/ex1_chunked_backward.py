@@ -1,4 +1,4 @@
-"""Exercise 1: dhprebn = dbndiff without a clone, so dhprebn += ... changes dbndiff too; and db2 summed with keepdim=True."""
+"""Exercise 1: dhprebn = dbndiff without a clone, so dhprebn += ... changes dbndiff too; db2 summed with keepdim."""
 
 from __future__ import annotations
 
