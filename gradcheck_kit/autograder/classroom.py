@@ -202,7 +202,7 @@ def _listed(names: frozenset[str]) -> str:
 
 
 def _separate_sets(folders: Sequence[Path], names: frozenset[str]) -> bool:
-    """Whether the subfolders are several students' sets: one exercise file in two of them, or a notebook in each."""
+    """Whether the subfolders are several students' sets: an exercise file in two, or one with only a notebook."""
     seen: set[str] = set()
     notebooks = 0
     for folder in folders:
