@@ -61,6 +61,9 @@ def test_a_second_ctrl_c_while_waiting_for_the_grader_still_stops_it(tmp_path: P
         "signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(120)"
     )
     command = [sys.executable, "-c", child]
+    # Ctrl-C reaches this process as a KeyboardInterrupt even where the tests were started with
+    # SIGINT ignored (in the background of a shell without job control, as a CI job may be).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -68,6 +71,7 @@ def test_a_second_ctrl_c_while_waiting_for_the_grader_still_stops_it(tmp_path: P
             _run_isolated(command, cwd=tmp_path, deadline=1.0)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert ends_within(int(pid_file.read_text()), 10), "the grader went on after the second Ctrl-C"
 
 
@@ -89,3 +93,17 @@ def test_full_marks_on_some_of_the_tests_are_not_full_marks():
         "extra_data": {"complete": True, "total": 8.0, "selection": {"tests": 2, "full_total": 100}},
     }
     assert not _full_marks(selected)
+
+
+def test_pytest_starts_with_sigint_s_default_where_the_grade_command_ignores_it(tmp_path: Path):
+    # A shell starts a background command with SIGINT ignored; pytest must still take the
+    # SIGINT that asks it to write what it graded.
+    child = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        out = tmp_path / "out"
+        code, _ = _run_isolated(["sh", "-c", f"{sys.executable} -c '{child}' > {out}"], cwd=tmp_path)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as it was, once the child started
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 0 and out.read_text().strip() == "True"

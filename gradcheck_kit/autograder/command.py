@@ -21,8 +21,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -348,7 +349,8 @@ def _run_isolated(
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # no __pycache__ in the submission's folder
     if tmp is not None and len(str(tmp)) <= _LONGEST_TMP:
         env["TMPDIR"] = str(tmp)
-    process = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True)
+    with _sigint_default():
+        process = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True)
     stopped = False
     try:
         code = process.wait(timeout=deadline)
@@ -366,6 +368,25 @@ def _run_isolated(
         # worker whose grader is gone would run on. Everything left in the group goes.
         _signal_group(process.pid, signal.SIGKILL)
     return code, stopped
+
+
+@contextlib.contextmanager
+def _sigint_default() -> Iterator[None]:
+    """Start children with SIGINT's default action, even where this process ignores it.
+
+    A shell starts a command in the background with SIGINT ignored, and children inherit
+    that: pytest would ignore the SIGINT that asks it to write what it graded. A signal
+    this process handles is reset to its default in a child, so it is handled meanwhile.
+    """
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        yield
 
 
 #: multiprocessing listens on a socket at TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX, and a
