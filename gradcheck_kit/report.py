@@ -14,7 +14,18 @@ from typing import Any
 from gradcheck_kit.comparison import Comparison, compare
 
 # Re-exported: the verdicts live in a module that imports nothing, for the plugin to load without torch.
-from gradcheck_kit.verdicts import ERROR, EXACT, INHERITED, NOT_STARTED, OK, PASSING, SKIPPED, VERDICTS, WRONG
+from gradcheck_kit.verdicts import (
+    ERROR,
+    EXACT,
+    INHERITED,
+    NOT_STARTED,
+    OK,
+    PASSING,
+    SKIPPED,
+    UNCHECKED,
+    VERDICTS,
+    WRONG,
+)
 
 __all__ = [
     "ERROR",
@@ -26,6 +37,7 @@ __all__ = [
     "OK",
     "PASSING",
     "SKIPPED",
+    "UNCHECKED",
     "VERDICTS",
     "WRONG",
     "Report",
@@ -42,7 +54,16 @@ KINDS = ("gradient", "value", "buffer", "flag", "metric")
 NOTE_WIDTH = 72
 
 _COLUMNS = ("name", "shape", "exact", "approximate", "maxdiff", "max rel diff", "verdict", "note")
-_ANSI = {EXACT: "32", OK: "32", WRONG: "31", ERROR: "31", INHERITED: "33", NOT_STARTED: "33", SKIPPED: "33"}
+_ANSI = {
+    EXACT: "32",
+    OK: "32",
+    WRONG: "31",
+    ERROR: "31",
+    INHERITED: "33",
+    UNCHECKED: "33",
+    NOT_STARTED: "33",
+    SKIPPED: "33",
+}
 _HTML_COLOR = {EXACT: "green", OK: "green", WRONG: "red", ERROR: "red"}
 
 

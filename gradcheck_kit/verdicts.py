@@ -18,6 +18,7 @@ __all__ = [
     "RUNNING",
     "SKIPPED",
     "TEST_PROPERTY",
+    "UNCHECKED",
     "VERDICTS",
     "VERDICT_PROPERTY",
     "WRONG",
@@ -30,10 +31,13 @@ NOT_STARTED = "not started"
 ERROR = "error"
 #: Right given the student's own upstream gradients; the total is off because an earlier step is wrong.
 INHERITED = "inherited"
+#: A step the student's own upstream gradients make zero or NaN everywhere: no output would show
+#: it right or wrong, so it earns nothing until they are fixed, and is not counted as a mistake.
+UNCHECKED = "unchecked"
 SKIPPED = "skipped"
 
 #: Every verdict, in the order counts and summaries list them.
-VERDICTS = (EXACT, OK, WRONG, INHERITED, NOT_STARTED, ERROR, SKIPPED)
+VERDICTS = (EXACT, OK, WRONG, INHERITED, UNCHECKED, NOT_STARTED, ERROR, SKIPPED)
 #: Verdicts that pass: an inherited gradient's own step is right, so it is not penalised again.
 PASSING = frozenset({EXACT, OK, INHERITED})
 

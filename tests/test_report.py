@@ -250,7 +250,7 @@ def test_one_sided_tolerance_raises_even_for_an_empty_reference():
 
 
 def test_verdict_names_are_the_projects():
-    assert VERDICTS == ("exact", "ok", "wrong", "inherited", "not started", "error", "skipped")
+    assert VERDICTS == ("exact", "ok", "wrong", "inherited", "unchecked", "not started", "error", "skipped")
 
 
 def test_package_exports_the_report_api():

@@ -34,7 +34,7 @@ from gradcheck_kit.grading.tolerances import (
     step_branches,
     term_scales,
 )
-from gradcheck_kit.report import ERROR, EXACT, INHERITED, NO_DIAGNOSIS, NOT_STARTED, OK, WRONG, Row
+from gradcheck_kit.report import ERROR, EXACT, INHERITED, NO_DIAGNOSIS, NOT_STARTED, OK, UNCHECKED, WRONG, Row
 
 if TYPE_CHECKING:
     # Only the type: the recording's own check() grades with this module.
@@ -193,7 +193,7 @@ def grade_steps(
             upstream_scale = largest_magnitude(upstream[u] for u in consumers if u in upstream)
             own = _own_step(name, actual, step, expected, upstream_scale)
             if own is None:
-                rows.append(Row(c, WRONG, _unchecked(consumers, upstream, reference, first_wrong)))
+                rows.append(Row(c, UNCHECKED, _unchecked(consumers, upstream, reference, first_wrong)))
                 continue
             if own:
                 source = f" (d{first_wrong})" if first_wrong else ""
@@ -262,12 +262,12 @@ def _unchecked(
     """Why a step cannot be checked, naming the student's upstream gradients that are all zeros."""
     zeros = [u for u in consumers if u in reference and u in upstream and not bool(upstream[u].any())]
     source = first_wrong or (zeros[0] if zeros else None)
-    text = f"cannot be checked: your upstream gradients{f' (d{source})' if source else ''} make this step zero or NaN "
-    text += "everywhere"
+    text = f"your upstream gradients{f' (d{source})' if source else ''} make this step zero or NaN everywhere, "
+    text += "so no answer would show it right or wrong"
     if zeros:
         named = ", ".join(f"d{u}" for u in zeros)
         text += f", and {named} {'is' if len(zeros) == 1 else 'are'} all zeros (a placeholder not written yet?)"
-    return text + "; fix them first"
+    return text + "; it is checked once they are fixed"
 
 
 def _own_step(name: str, actual: object, step: torch.Tensor, expected: torch.Tensor, scale: float) -> bool | None:
