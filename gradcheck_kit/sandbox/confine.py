@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from gradcheck_kit.sandbox import audit, landlock
+from gradcheck_kit.sandbox import audit, container, landlock
 
 __all__ = ["Confinement", "apply", "python_roots"]
 
@@ -146,7 +146,7 @@ def _reach(folders: tuple[str, ...]) -> dict[str, str]:
         if any(folder.startswith(done.rstrip("/") + "/") for done in reached):
             continue
         mode = _mode(folder)
-        if mode is None or _reachable(folder) or mode & 0o005 != 0o005:
+        if mode is None or container.searchable(folder) or mode & 0o005 != 0o005:
             continue
         fd = os.open(folder, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
         reached[folder] = f"/proc/self/fd/{fd}"
@@ -158,19 +158,6 @@ def _mode(path: str) -> int | None:
         return os.stat(path).st_mode
     except OSError:
         return None
-
-
-def _reachable(folder: str) -> bool:
-    """Whether a user with no say over ``folder`` and the folders above it (none of its owners or groups) enters it."""
-    path = folder
-    while True:
-        mode = _mode(path)
-        if mode is None or not mode & 0o001:
-            return False
-        parent = os.path.dirname(path)
-        if parent == path:
-            return True
-        path = parent
 
 
 def _rename_paths(reached: dict[str, str]) -> None:

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 
-__all__ = ["ENVIRONMENT", "bubblewrap_error", "describe", "executable", "scratch_root", "searchable"]
+__all__ = ["ENVIRONMENT", "bubblewrap_error", "describe", "executable", "scratch_root", "searchable", "shared_temp_dir"]
 
 #: The environment variable that turns bubblewrap off when set to 0.
 ENVIRONMENT = "GRADCHECK_BUBBLEWRAP"
@@ -49,10 +49,7 @@ def scratch_root() -> str:
     One folder of root's for every grader of the machine, so that a grader killed
     before it could tidy up leaves nothing behind: each worker removes its own folder.
     """
-    base = tempfile.gettempdir()
-    if not searchable(base):
-        # gradcheck-kit grade's temporary folder is private to the grader: one every user may enter.
-        base = next((b for b in ("/tmp", "/var/tmp") if searchable(b)), base)
+    base = shared_temp_dir()
     folder = os.path.join(base, "gradcheck-sandboxes")
     with contextlib.suppress(FileExistsError):
         os.mkdir(folder, 0o700)
@@ -136,6 +133,15 @@ def describe() -> str:
     if shutil.which("bwrap") or why.startswith("turned off"):
         return f", not in bubblewrap ({why})"
     return ""
+
+
+def shared_temp_dir() -> str:
+    """The grader's temporary folder if every user may enter it, else the first such of the system's."""
+    base = tempfile.gettempdir()
+    if searchable(base):
+        return base
+    # gradcheck-kit grade's temporary folder is private to the grader: one every user may enter.
+    return next((b for b in ("/tmp", "/var/tmp", "/dev/shm") if searchable(b)), base)
 
 
 def searchable(folder: str) -> bool:

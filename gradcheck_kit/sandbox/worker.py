@@ -296,10 +296,11 @@ def _anonymous_file() -> int:
 def _make_temp_dir(user: SandboxUser | None) -> str:
     """The worker's own temporary folder, which only it (its user) can enter and write."""
     # In bubblewrap, the one folder the workers may write; else the grader's temporary folder,
-    # unless it is private to the grader (gradcheck-kit grade's is) and the worker has a user of its own.
-    base = container.scratch_root() if container.executable() else tempfile.gettempdir()
-    if user is not None and not container.searchable(base):
-        base = next((b for b in ("/tmp", "/var/tmp", "/dev/shm") if container.searchable(b)), base)
+    # or one the worker may enter when it has a user of its own.
+    if container.executable():
+        base = container.scratch_root()
+    else:
+        base = container.shared_temp_dir() if user is not None else tempfile.gettempdir()
     folder = os.path.realpath(tempfile.mkdtemp(prefix="gradcheck-sandbox-", dir=base))
     if user is not None:
         os.chown(folder, user.uid, user.gid)
